@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT
+// config.hpp - the validated, immutable configuration, loaded from a TOML file.
+//
+// load_config() reads the file once and checks every key: unknown keys, wrong types and bad
+// values are errors naming the file, the line and the dotted key. The result is never changed
+// afterwards; a reload builds a new one (shared_ptr<const Config>). Thread-safe once built.
+// Documented key by key in contrib/relayguard.toml and relayguard.toml(5).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <boost/system/result.hpp>
+
+#include <relayguard/net.hpp>
+#include <relayguard/request_parser.hpp>
+
+namespace relayguard {
+
+// A listening endpoint: "inet:HOST:PORT" ("inet:[::1]:10033" for IPv6) or "unix:PATH".
+struct Endpoint {
+    enum class Kind : unsigned char { inet, unix_socket };
+    Kind kind = Kind::inet;
+    std::string host; // inet: literal address or host name as written
+    std::uint16_t port = 0;
+    std::string path; // unix
+    std::string text; // as written in the config, for log lines
+
+    friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+// Defaults, one comment each.
+// Postfix closes idle policy connections after smtpd_policy_service_max_idle (300 s); we wait
+// longer so that Postfix, not we, ends an idle connection.
+inline constexpr std::chrono::seconds default_idle_timeout{600};
+// A request that started arriving must be complete within this; Postfix writes one in one go.
+inline constexpr std::chrono::seconds default_request_timeout{10};
+// Time given to connections to finish on SIGTERM before they are closed.
+inline constexpr std::chrono::seconds default_shutdown_timeout{5};
+inline constexpr std::size_t default_max_connections = 4096;
+inline constexpr unsigned default_socket_mode = 0666;
+
+struct ServerConfig {
+    std::vector<Endpoint> listen;
+    unsigned threads = 0; // 0: one per CPU core
+    std::size_t max_connections = default_max_connections;
+    std::chrono::milliseconds idle_timeout = default_idle_timeout;
+    std::chrono::milliseconds request_timeout = default_request_timeout;
+    std::chrono::milliseconds shutdown_timeout = default_shutdown_timeout;
+    unsigned socket_mode = default_socket_mode; // UNIX listeners
+    std::string socket_owner;                   // empty: leave as created
+    std::string socket_group;
+};
+
+struct LogConfig {
+    enum class Target : unsigned char { stderr_, syslog };
+    enum class Level : unsigned char { debug, info, warning, error };
+    Target target = Target::stderr_;
+    Level level = Level::info;
+};
+
+// What every check shares: on/off, shadow (log what it would have done, answer as if it
+// passed), and the access(5) action it answers when it does not pass.
+struct CheckConfig {
+    bool enabled = true;
+    bool shadow = false;
+    std::string reply;
+};
+
+struct ExemptConfig {
+    bool enabled = true;
+    NetworkSet networks;              // trusted client networks
+    std::vector<std::string> logins;  // exact sasl_username values, compared case-insensitively
+};
+
+struct AuthRequiredConfig : CheckConfig {
+    std::vector<std::uint16_t> ports;          // server_port values that require a login
+    std::vector<std::string> policy_contexts;  // policy_context values that require a login
+};
+
+struct PlaintextAuthConfig : CheckConfig {
+    std::vector<std::string> mechanisms; // upper case: "PLAIN", "LOGIN"
+};
+
+struct RelayConfig : CheckConfig {};
+
+struct SenderOwnershipConfig : CheckConfig {
+    // Reply when an unauthenticated, untrusted client uses a sender in a local domain.
+    std::string unauthenticated_reply;
+    // Reply when an authenticated client uses the null sender <> and that is not allowed.
+    std::string null_sender_reply;
+    bool login_owns_itself = true;           // login "a@b" may send as a@b
+    bool allow_null_sender_authenticated = false;
+    std::string map_file;                    // smtpd_sender_login_maps format; empty: none
+    std::vector<std::string> any_sender_logins; // logins that may use any sender
+};
+
+// How addresses compare. Domains always compare case-insensitively.
+struct AddressConfig {
+    bool local_part_case_sensitive = false; // false: as Postfix's lookup tables (folded)
+    std::string recipient_delimiter;        // e.g. "+": user+ext@d also tried as user@d
+};
+
+struct DomainsConfig {
+    std::vector<std::string> local; // lower case; ".example.com" also matches subdomains
+    std::string file;               // one domain per line, '#' comments; empty: none
+};
+
+struct Config {
+    std::string path; // the file it came from
+
+    ServerConfig server;
+    ParserLimits protocol;
+    LogConfig log;
+    AddressConfig address;
+    DomainsConfig domains;
+
+    ExemptConfig exempt;
+    AuthRequiredConfig auth_required;
+    PlaintextAuthConfig plaintext_auth;
+    RelayConfig relay;
+    SenderOwnershipConfig sender_ownership;
+};
+
+struct ConfigError {
+    std::string file;
+    unsigned line = 0;  // 0: not about one line (e.g. the file cannot be read)
+    std::string key;    // dotted, e.g. "checks.relay.reply"; empty if not about one key
+    std::string message;
+
+    // "FILE:LINE: KEY: MESSAGE" (parts that are empty are left out).
+    std::string to_string() const;
+};
+
+// load_config - read and validate a config file. Warnings (valid but suspicious settings) are
+// appended to `warnings`, if given, in the same "file:line: key: message" form.
+boost::system::result<Config, ConfigError> load_config(const std::string& path,
+                                                      std::vector<std::string>* warnings = nullptr);
+
+// parse_config - the same from text in memory; `path` is only used in messages.
+boost::system::result<Config, ConfigError> parse_config(std::string_view text, const std::string& path,
+                                                       std::vector<std::string>* warnings = nullptr);
+
+} // namespace relayguard

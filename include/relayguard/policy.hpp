@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+// policy.hpp - the check pipeline: a pure function of (request, snapshot) -> decision.
+//
+// The checks run in a fixed order (DESIGN.md section 2): exempt, auth_required, plaintext_auth,
+// relay, sender_ownership. The first check that does not pass decides; a check in shadow mode is
+// recorded and skipped; a pass everywhere is DUNNO. The engine does no I/O and keeps no state:
+// callers may run it on any thread. Rate limits, suspension and compromise are later stages that
+// run only when this one passes (Decision::outcome == pass or exempt).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/system/result.hpp>
+
+#include <relayguard/action.hpp>
+#include <relayguard/config.hpp>
+#include <relayguard/maps.hpp>
+#include <relayguard/request.hpp>
+
+namespace relayguard {
+
+enum class Check : unsigned char {
+    exempt,
+    suspended,
+    auth_required,
+    plaintext_auth,
+    relay,
+    sender_ownership,
+    rate_limits,
+    compromise,
+};
+std::string_view check_name(Check check) noexcept;
+
+// Everything a decision reads that does not come with the request: the config and the tables
+// loaded from its files. Immutable; replaced whole on SIGHUP.
+struct Snapshot {
+    Config config;
+    DomainSet local_domains;     // config list + domains file
+    SenderLoginMap owners;       // map file
+};
+
+// load_snapshot - load_config() plus every file it names. Warnings as in load_config().
+boost::system::result<std::shared_ptr<const Snapshot>, ConfigError>
+load_snapshot(const std::string& config_path, std::vector<std::string>* warnings = nullptr);
+
+// build_snapshot - the same from an already validated Config (tests, --check-config).
+boost::system::result<std::shared_ptr<const Snapshot>, ConfigError> build_snapshot(Config config);
+
+// One check's result, for the trace (relayguardctl check, debug logs).
+struct CheckResult {
+    enum class Verdict : unsigned char { pass, fail, skipped, not_applicable };
+    Check check;
+    Verdict verdict;
+    bool shadow = false;      // failed, but in shadow mode
+    std::string_view reply;   // what it would answer (fail only); points into the snapshot
+    std::string reason;       // short English: "client 192.0.2.1 in trusted networks", ...
+};
+
+struct Decision {
+    enum class Outcome : unsigned char {
+        pass,   // every check passed: later stages run, then DUNNO
+        exempt, // trusted client or exempt login: answer DUNNO
+        refuse, // a check failed: answer `reply`
+    };
+    Outcome outcome = Outcome::pass;
+    Check decided_by = Check::exempt; // refuse: the check that failed
+    std::string_view reply = action_dunno; // the action to send; points into the snapshot
+    std::string reason;               // refuse: why, for the log line
+    std::vector<CheckResult> shadowed; // checks that failed in shadow mode (for their log lines)
+};
+
+// decide - run the pipeline. Checks that need what the request does not carry at its
+// protocol_state (no recipient at MAIL, no login before AUTH) do not apply and pass. Only MAIL,
+// RCPT, DATA and END-OF-MESSAGE requests are checked; other states pass (exempt still applies).
+// `trace`, if given, receives one CheckResult per check in pipeline order.
+Decision decide(const Request& request, const Snapshot& snapshot, std::vector<CheckResult>* trace = nullptr);
+
+// format_decision_log - the one log line of a decision that is not a pass:
+// "reject: queue_id=... login=... client=... sender=... recipient=... check=relay action=\"...\"",
+// values sanitized (non-printable bytes escaped) and truncated.
+std::string format_decision_log(const Request& request, Check check, std::string_view action, bool shadow,
+                                std::string_view reason);
+
+} // namespace relayguard

@@ -1,0 +1,28 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# install-deps.sh - install what relayguard needs to build and test, from Debian 12 packages.
+#
+# Idempotent: packages already present are not touched, apt-get runs only when something is
+# missing. Needs root (or sudo). Set RELAYGUARD_DEPS_EXTRA to add packages.
+set -eu
+
+pkgs="build-essential cmake ccache pkg-config git ca-certificates openssl
+libboost1.81-dev libhiredis-dev libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
+libgtest-dev libgmock-dev redis-server procps ${RELAYGUARD_DEPS_EXTRA:-}"
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+echo "install-deps: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
