@@ -5,6 +5,8 @@
 // ones). Thread-safe once built. Address comparison rules come from AddressConfig.
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -36,6 +38,19 @@ std::string normalize_address(std::string_view address, const AddressConfig& rul
 // character of it is a delimiter, as in Postfix). Returns the input if there is none.
 std::string strip_extension(std::string_view address, const AddressConfig& rules);
 
+// strip_extension_parts - strip_extension() as views into `address`, without allocating.
+AddressParts strip_extension_parts(std::string_view address, const AddressConfig& rules) noexcept;
+
+// same_address - whether normalize_address() of both would be equal, without allocating.
+bool same_address(AddressParts a, AddressParts b, const AddressConfig& rules) noexcept;
+
+// Hash for string keys that are looked up by string_view (no temporary std::string).
+struct TransparentStringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+using TransparentStringSet = std::unordered_set<std::string, TransparentStringHash, std::equal_to<>>;
+
 // Local domains: exact names, and ".parent" entries that match every subdomain of parent.
 class DomainSet {
 public:
@@ -44,8 +59,8 @@ public:
     std::size_t size() const noexcept { return exact_.size() + parents_.size(); }
 
 private:
-    std::unordered_set<std::string> exact_;
-    std::vector<std::string> parents_; // ".example.com"
+    TransparentStringSet exact_;
+    TransparentStringSet parents_; // ".example.com"
 };
 
 // load_domain_file - one domain per line; blank lines and '#' comments ignored; also accepts a
@@ -55,6 +70,7 @@ boost::system::result<DomainSet, ConfigError> load_domain_file(const std::string
 // Which logins own which sender addresses: Postfix smtpd_sender_login_maps format,
 // `user@domain  login1, login2` or `@domain  login`, '#' comments, continuation lines that start
 // with white space. Keys compare as AddressConfig says; logins compare case-insensitively.
+// A key given twice in one file: the first entry is kept, as postmap does.
 class SenderLoginMap {
 public:
     void add(std::string_view key, std::string_view login, const AddressConfig& rules);
@@ -67,7 +83,8 @@ public:
     std::size_t size() const noexcept { return map_.size(); }
 
 private:
-    std::unordered_map<std::string, std::vector<std::string>> map_;
+    // normalized key -> logins as written
+    std::unordered_map<std::string, std::vector<std::string>, TransparentStringHash, std::equal_to<>> map_;
 };
 
 boost::system::result<SenderLoginMap, ConfigError> load_sender_login_map(const std::string& path,

@@ -75,12 +75,15 @@ struct Decision {
 // decide - run the pipeline. Checks that need what the request does not carry at its
 // protocol_state (no recipient at MAIL, no login before AUTH) do not apply and pass. Only MAIL,
 // RCPT, DATA and END-OF-MESSAGE requests are checked; other states pass (exempt still applies).
-// `trace`, if given, receives one CheckResult per check in pipeline order.
+// `trace`, if given, is cleared and receives one CheckResult per check in pipeline order (checks
+// after an exempt client or a refusal are `skipped` with reason "not reached: ...").
 Decision decide(const Request& request, const Snapshot& snapshot, std::vector<CheckResult>* trace = nullptr);
 
-// format_decision_log - the one log line of a decision that is not a pass:
-// "reject: queue_id=... login=... client=... sender=... recipient=... check=relay action=\"...\"",
-// values sanitized (non-printable bytes escaped) and truncated.
+// format_decision_log - the one log line of a decision that is not a pass, Postfix-like:
+// "QUEUEID|NOQUEUE: reject: check=relay client=192.0.2.7 login=- sender=<a@example.org>
+// recipient=<x@example.net> instance=1f2.3 action=\"554 5.7.1 ...\": REASON" ("shadow reject:" in
+// shadow mode; ": REASON" only if non-empty). Values sanitized (non-printable bytes escaped) and
+// truncated; decide()'s reasons are printable already and are kept as they are.
 std::string format_decision_log(const Request& request, Check check, std::string_view action, bool shadow,
                                 std::string_view reason);
 
