@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/system/result.hpp>
@@ -23,7 +24,7 @@ namespace relayguard {
 struct Endpoint {
     enum class Kind : unsigned char { inet, unix_socket };
     Kind kind = Kind::inet;
-    std::string host; // inet: literal address or host name as written
+    std::string host; // inet: the address without brackets ("::1"), or "*" for every address
     std::uint16_t port = 0;
     std::string path; // unix
     std::string text; // as written in the config, for log lines
@@ -41,6 +42,18 @@ inline constexpr std::chrono::seconds default_request_timeout{10};
 inline constexpr std::chrono::seconds default_shutdown_timeout{5};
 inline constexpr std::size_t default_max_connections = 4096;
 inline constexpr unsigned default_socket_mode = 0666;
+
+// Default replies of the checks, used when the config does not set one (access(5) actions).
+inline constexpr std::string_view default_auth_required_reply = "530 5.7.0 Authentication required";
+inline constexpr std::string_view default_plaintext_auth_reply =
+    "538 5.7.11 Encryption required for requested authentication mechanism";
+inline constexpr std::string_view default_relay_reply = "554 5.7.1 Relay access denied";
+inline constexpr std::string_view default_sender_ownership_reply =
+    "553 5.7.1 Sender address rejected: not owned by authenticated user";
+inline constexpr std::string_view default_unauthenticated_sender_reply =
+    "553 5.7.1 Sender address rejected: authentication required for a local sender";
+inline constexpr std::string_view default_null_sender_reply =
+    "553 5.7.1 Sender address rejected: null sender not allowed for authenticated users";
 
 struct ServerConfig {
     std::vector<Endpoint> listen;
@@ -76,25 +89,25 @@ struct ExemptConfig {
 };
 
 struct AuthRequiredConfig : CheckConfig {
-    std::vector<std::uint16_t> ports;          // server_port values that require a login
-    std::vector<std::string> policy_contexts;  // policy_context values that require a login
+    std::vector<std::uint16_t> ports{587, 465}; // server_port values that require a login (submission)
+    std::vector<std::string> policy_contexts{}; // policy_context values that require a login
 };
 
 struct PlaintextAuthConfig : CheckConfig {
-    std::vector<std::string> mechanisms; // upper case: "PLAIN", "LOGIN"
+    std::vector<std::string> mechanisms{"PLAIN", "LOGIN"}; // upper case; they send the password itself
 };
 
 struct RelayConfig : CheckConfig {};
 
 struct SenderOwnershipConfig : CheckConfig {
     // Reply when an unauthenticated, untrusted client uses a sender in a local domain.
-    std::string unauthenticated_reply;
+    std::string unauthenticated_reply{default_unauthenticated_sender_reply};
     // Reply when an authenticated client uses the null sender <> and that is not allowed.
-    std::string null_sender_reply;
-    bool login_owns_itself = true;           // login "a@b" may send as a@b
+    std::string null_sender_reply{default_null_sender_reply};
+    bool login_owns_itself = true;                // login "a@b" may send as a@b
     bool allow_null_sender_authenticated = false;
-    std::string map_file;                    // smtpd_sender_login_maps format; empty: none
-    std::vector<std::string> any_sender_logins; // logins that may use any sender
+    std::string map_file{};                       // smtpd_sender_login_maps format; empty: none
+    std::vector<std::string> any_sender_logins{}; // logins that may use any sender
 };
 
 // How addresses compare. Domains always compare case-insensitively.
@@ -118,10 +131,10 @@ struct Config {
     DomainsConfig domains;
 
     ExemptConfig exempt;
-    AuthRequiredConfig auth_required;
-    PlaintextAuthConfig plaintext_auth;
-    RelayConfig relay;
-    SenderOwnershipConfig sender_ownership;
+    AuthRequiredConfig auth_required{{.reply = std::string(default_auth_required_reply)}};
+    PlaintextAuthConfig plaintext_auth{{.reply = std::string(default_plaintext_auth_reply)}};
+    RelayConfig relay{{.reply = std::string(default_relay_reply)}};
+    SenderOwnershipConfig sender_ownership{{.reply = std::string(default_sender_ownership_reply)}};
 };
 
 struct ConfigError {
