@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+// worker.cpp - a worker's event loop and its part of a shutdown (see worker.hpp).
+#include "server/worker.hpp"
+
+#include <exception>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace relayguard::server_detail {
+
+Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot)
+    : index_(index),
+      work_(boost::asio::make_work_guard(ctx_)),
+      snapshot_(std::move(snapshot)),
+      force_timer_(ctx_)
+{
+}
+
+void Worker::run() noexcept
+{
+    // A handler that throws is our bug; sessions catch their own exceptions, so this is a
+    // last resort that keeps every other connection of this worker alive.
+    for (;;) {
+        try {
+            ctx_.run();
+            return;
+        } catch (const std::exception& e) {
+            spdlog::critical("worker {}: unhandled exception: {}", index_, e.what());
+        } catch (...) {
+            spdlog::critical("worker {}: unhandled exception", index_);
+        }
+    }
+}
+
+void Worker::remove(SessionHandle* session) noexcept
+{
+    sessions_.erase(session);
+    if (stopping_ && sessions_.empty()) force_timer_.cancel();
+}
+
+void Worker::stop(std::chrono::milliseconds shutdown_timeout)
+{
+    if (stopping_) return;
+    stopping_ = true;
+    // Without the guard, run() returns once the last session and timer are gone.
+    work_.reset();
+    if (sessions_.empty()) return;
+
+    // Copies: a session may leave the set while we walk it.
+    for (auto* s : std::vector<SessionHandle*>(sessions_.begin(), sessions_.end())) s->on_stop();
+    force_timer_.expires_after(shutdown_timeout);
+    force_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return; // every session ended in time
+        for (auto* s : std::vector<SessionHandle*>(sessions_.begin(), sessions_.end())) s->force_close();
+    });
+}
+
+} // namespace relayguard::server_detail
