@@ -15,7 +15,9 @@
 
 #include <boost/system/result.hpp>
 
+#include <relayguard/limits.hpp>
 #include <relayguard/net.hpp>
+#include <relayguard/redis_config.hpp>
 #include <relayguard/request_parser.hpp>
 
 namespace relayguard {
@@ -121,6 +123,35 @@ struct DomainsConfig {
     std::string file;               // one domain per line, '#' comments; empty: none
 };
 
+// Where rate-limit state lives, and what happens when that store fails.
+inline constexpr std::string_view default_store_defer_reply =
+    "451 4.3.0 Rate limit service temporarily unavailable, try again later";
+inline constexpr std::chrono::seconds default_instance_ttl_config{3600};
+// Per Redis command. A policy answer waits on it, and Redis answers a healthy request in well
+// under a millisecond: past this, on_error decides rather than an SMTP client waiting.
+inline constexpr std::chrono::milliseconds default_store_timeout{50};
+
+struct StoreConfig {
+    enum class Type : unsigned char { embedded, redis };
+    // On a store failure (Redis down, slow past its timeout, error reply): dunno answers as if
+    // every limit passed (fail open); defer answers defer_reply (fail closed, 4xx); local keeps
+    // enforcing with the embedded store of this host until Redis answers again.
+    enum class OnError : unsigned char { dunno, defer, local };
+    Type type = Type::embedded;
+    OnError on_error = OnError::local;
+    std::string defer_reply{default_store_defer_reply};
+    std::string key_prefix = "rg:";
+    std::chrono::seconds instance_ttl = default_instance_ttl_config; // message dedupe markers
+    redis::ClientConfig redis{.command_timeout = default_store_timeout};
+};
+
+// Rate limiting as a whole: the check's switch, and where the MTA calls relayguard, so that a
+// limit whose unit cannot be counted there is a config-time warning.
+struct RateLimitsConfig {
+    bool enabled = true;
+    std::vector<ProtocolState> hooked_at{ProtocolState::rcpt};
+};
+
 struct Config {
     std::string path; // the file it came from
 
@@ -135,6 +166,10 @@ struct Config {
     PlaintextAuthConfig plaintext_auth{{.reply = std::string(default_plaintext_auth_reply)}};
     RelayConfig relay{{.reply = std::string(default_relay_reply)}};
     SenderOwnershipConfig sender_ownership{{.reply = std::string(default_sender_ownership_reply)}};
+
+    RateLimitsConfig rate_limits;
+    std::vector<LimitConfig> limits; // [[limit]], in file order
+    StoreConfig store;
 };
 
 struct ConfigError {

@@ -5,6 +5,7 @@
 // reader for each, and anything else is an error. Rules that span keys run after the walk.
 // The first error ends the load. Runs at start and on reload only, never on the request path,
 // so toml++'s parse exception is caught here. Thread-safe (no shared state).
+// SECURITY: store.redis.password_file is read here; no message ever quotes a password.
 #include <relayguard/config.hpp>
 
 #include <algorithm>
@@ -60,6 +61,26 @@ constexpr std::int64_t max_line_bytes = 1'048'576;
 constexpr std::int64_t max_request_bytes = 16'777'216;
 constexpr std::int64_t min_attributes = 16;
 constexpr std::int64_t max_attributes = 100'000;
+// [[limit]] prefix lengths: at most the bits of an address.
+constexpr std::int64_t max_prefix_v4 = 32;
+constexpr std::int64_t max_prefix_v6 = 128;
+// redis.conf: "databases 16" is the default, numbered from 0.
+constexpr std::int64_t max_redis_database = 15;
+// store.key_prefix starts every Redis key; keys are copied into every command and log line.
+constexpr std::size_t max_key_prefix_bytes = 64;
+// store.redis.timeout bounds each command a policy answer waits on: past 10s Postfix's own
+// timeouts come close, and below 1ms a healthy Redis cannot answer.
+constexpr std::chrono::milliseconds min_redis_timeout = 1ms;
+constexpr std::chrono::milliseconds max_redis_timeout = 10s;
+constexpr std::chrono::milliseconds max_redis_connect_timeout = 1min;
+// store.instance_ttl: how long a transaction's "message already counted" marker lives. Postfix
+// waits up to smtpd_timeout (300s) per command, so under a minute could forget a transaction in
+// progress; past a day the markers only use memory.
+// store.redis.password_file: longest first line read. Bounds the read of a file that is not a
+// password file at all (/dev/zero has no line end); Redis passwords are far shorter.
+constexpr std::size_t max_password_bytes = 4096;
+constexpr std::chrono::milliseconds min_instance_ttl = 1min;
+constexpr std::chrono::milliseconds max_instance_ttl = 24h;
 
 std::string quoted(std::string_view text) { return "\"" + sanitize(text) + "\""; }
 
@@ -184,6 +205,8 @@ private:
     template <class T>
     Reader integer(T& out, std::int64_t lo, std::int64_t hi);
     Reader duration(std::chrono::milliseconds& out);
+    Reader duration(std::chrono::milliseconds& out, std::chrono::milliseconds lo, std::chrono::milliseconds hi);
+    Reader text(std::string& out);
     Reader account_name(std::string& out);
     Reader absolute_path(std::string& out);
     Reader reply(std::string& out);
@@ -203,8 +226,17 @@ private:
     bool read_auth_required(const toml::node& node, const std::string& key);
     bool read_plaintext_auth(const toml::node& node, const std::string& key);
     bool read_sender_ownership(const toml::node& node, const std::string& key);
+    bool read_rate_limits(const toml::node& node, const std::string& key);
+    bool read_limits(const toml::node& node, const std::string& key);
+    bool read_limit(const toml::node& node, const std::string& key, LimitConfig& limit);
+    bool check_limit(const toml::node& node, const std::string& key, const LimitConfig& limit);
+    bool read_store(const toml::node& node, const std::string& key);
+    bool read_store_redis(const toml::node& node, const std::string& key);
+    bool check_store_redis();
 
     bool check_config();
+    void warn_limits();
+    void warn_store();
     void warn_duplicate(std::unordered_map<std::string, unsigned>& first, const std::string& value,
                         const toml::node& at, const std::string& key);
 
@@ -214,6 +246,8 @@ private:
     std::vector<std::string> warnings_;
     std::unordered_map<std::string, unsigned> lines_; // dotted key -> line, for every key in the file
     std::vector<unsigned> network_lines_;             // line of each checks.exempt.networks entry
+    std::string password_file_;                       // store.redis.password_file, read after the walk
+    std::unordered_map<std::string, unsigned> limit_names_; // limit name -> line
 };
 
 boost::system::result<Config, ConfigError> Loader::load(const toml::table& root, std::vector<std::string>* warnings)
@@ -226,6 +260,9 @@ boost::system::result<Config, ConfigError> Loader::load(const toml::table& root,
                                    {"address", [this](auto& n, auto& k) { return read_address(n, k); }},
                                    {"domains", [this](auto& n, auto& k) { return read_domains(n, k); }},
                                    {"checks", [this](auto& n, auto& k) { return read_checks(n, k); }},
+                                   {"rate_limits", [this](auto& n, auto& k) { return read_rate_limits(n, k); }},
+                                   {"limit", [this](auto& n, auto& k) { return read_limits(n, k); }},
+                                   {"store", [this](auto& n, auto& k) { return read_store(n, k); }},
                                });
     if (!ok || !check_config()) {
         assert(error_); // every path that returns false went through fail()
@@ -354,6 +391,25 @@ Loader::Reader Loader::duration(std::chrono::milliseconds& out)
     };
 }
 
+Loader::Reader Loader::text(std::string& out)
+{
+    return [this, &out](const toml::node& node, const std::string& key) { return get_string(node, key, out); };
+}
+
+// duration - a duration that must also lie in [lo, hi].
+Loader::Reader Loader::duration(std::chrono::milliseconds& out, std::chrono::milliseconds lo, std::chrono::milliseconds hi)
+{
+    return [this, &out, lo, hi, read = duration(out)](const toml::node& node, const std::string& key) {
+        const std::chrono::milliseconds before = out;
+        if (!read(node, key)) return false;
+        if (out >= lo && out <= hi) return true;
+        const std::chrono::milliseconds got = out;
+        out = before;
+        return fail(node, key, "must be between " + format_duration(lo) + " and " + format_duration(hi) + ", got " +
+                                   format_duration(got));
+    };
+}
+
 Loader::Reader Loader::account_name(std::string& out)
 {
     return [this, &out](const toml::node& node, const std::string& key) {
@@ -425,7 +481,12 @@ Loader::Reader Loader::choice(E& out, std::vector<std::pair<std::string_view, E>
         if (names.size() != 2)
             for (std::size_t i = 0; i < names.size(); ++i) message += (i ? ", \"" : " \"") + std::string(names[i]) + "\"";
         message += ", got " + quoted(text);
-        if (const auto near = closest_name(text, names)) message += " (did you mean \"" + std::string(*near) + "\"?)";
+        auto near = closest_name(text, names);
+        // "rcpt" is four edits from "RCPT", but plainly meant it.
+        if (!near)
+            for (const auto name : names)
+                if (iequals(name, text)) near = name;
+        if (near) message += " (did you mean \"" + std::string(*near) + "\"?)";
         return fail(node, key, std::move(message));
     };
 }
@@ -672,6 +733,264 @@ bool Loader::read_sender_ownership(const toml::node& node, const std::string& ke
     return read_table(node, key, fields);
 }
 
+// read_rate_limits - the check's switch, and the protocol states the MTA calls relayguard at.
+bool Loader::read_rate_limits(const toml::node& node, const std::string& key)
+{
+    auto& r = config_.rate_limits;
+    return read_table(node, key,
+                      {
+                          {"enabled", boolean(r.enabled)},
+                          {"hooked_at",
+                           [this, &r](const toml::node& n, const std::string& k) {
+                               r.hooked_at.clear();
+                               std::unordered_map<std::string, unsigned> first;
+                               const bool ok = read_strings(n, k, [&](const std::string& text, const toml::node& at, const std::string& ek) {
+                                   ProtocolState state = ProtocolState::unknown;
+                                   if (!choice(state, {{"MAIL", ProtocolState::mail},
+                                                       {"RCPT", ProtocolState::rcpt},
+                                                       {"DATA", ProtocolState::data},
+                                                       {"END-OF-MESSAGE", ProtocolState::end_of_message}})(at, ek))
+                                       return false;
+                                   warn_duplicate(first, text, at, ek);
+                                   r.hooked_at.push_back(state);
+                                   return true;
+                               });
+                               if (ok && r.hooked_at.empty())
+                                   return fail(n, k, "must list where the MTA calls relayguard: one or more of \"MAIL\", \"RCPT\", \"DATA\", "
+                                                     "\"END-OF-MESSAGE\"");
+                               return ok;
+                           }},
+                      });
+}
+
+// read_limits - [[limit]], in file order.
+bool Loader::read_limits(const toml::node& node, const std::string& key)
+{
+    const toml::array* array = node.as_array();
+    if (!array || (!array->empty() && !array->is_array_of_tables()))
+        return fail(node, key, "expected an array of tables ([[limit]]), got " + type_name(node));
+    for (std::size_t i = 0; i < array->size(); ++i) {
+        const toml::node& element = (*array)[i];
+        LimitConfig limit;
+        if (!read_limit(element, element_key(key, i), limit)) return false;
+        config_.limits.push_back(std::move(limit));
+    }
+    return true;
+}
+
+// read_limit - one [[limit]] table, then the rules that span its keys (check_limit).
+bool Loader::read_limit(const toml::node& node, const std::string& key, LimitConfig& l)
+{
+    std::vector<std::pair<std::string_view, LimitKey>> keys;
+    for (const auto k : {LimitKey::sasl_username, LimitKey::sender, LimitKey::sender_domain, LimitKey::client_address,
+                         LimitKey::recipient_domain, LimitKey::global})
+        keys.emplace_back(limit_key_name(k), k);
+    std::vector<std::pair<std::string_view, LimitUnit>> units;
+    for (const auto u : {LimitUnit::messages, LimitUnit::recipients, LimitUnit::bytes}) units.emplace_back(limit_unit_name(u), u);
+
+    if (!read_table(node, key,
+                    {
+                        {"name",
+                         [this, &l](const toml::node& n, const std::string& k) {
+                             std::string name;
+                             if (!get_string(n, k, name)) return false;
+                             if (auto reason = check_limit_name(name))
+                                 return fail(n, k, "invalid limit name " + quoted(name) + ": " + *reason);
+                             const auto [it, inserted] = limit_names_.emplace(name, line_of(n));
+                             if (!inserted)
+                                 return fail(n, k, "duplicate limit name " + quoted(name) + " (first at line " + std::to_string(it->second) + ")");
+                             l.name = std::move(name);
+                             return true;
+                         }},
+                        {"key", choice(l.key, std::move(keys))},
+                        {"unit", choice(l.unit, std::move(units))},
+                        {"rates",
+                         [this, &l](const toml::node& n, const std::string& k) {
+                             if (n.is_integer() || n.is_floating_point())
+                                 return fail(n, k, "expected a string, got " + type_name(n) +
+                                                       " (write rates in quotes, e.g. \"100/1m, 1000/1h\")");
+                             std::string text;
+                             if (!get_string(n, k, text)) return false;
+                             std::string why;
+                             auto spec = parse_rate_spec(text, &why);
+                             if (!spec) return fail(n, k, "invalid rates " + quoted(text) + ": " + why);
+                             if (spec->kind == RateSpec::Kind::unlimited)
+                                 return fail(n, k, "\"unlimited\" is not a limit: remove the limit or set enabled = false "
+                                                   "(an override can make one key value unlimited)");
+                             l.rates = std::move(*spec);
+                             return true;
+                         }},
+                        {"scope", choice(l.scope, {{"any", LimitScope::any},
+                                                   {"authenticated", LimitScope::authenticated},
+                                                   {"unauthenticated", LimitScope::unauthenticated}})},
+                        {"enabled", boolean(l.enabled)},
+                        {"shadow", boolean(l.shadow)},
+                        {"applies_to_exempt", boolean(l.applies_to_exempt)},
+                        {"prefix_v4", integer(l.prefix_v4, 0, max_prefix_v4)},
+                        {"prefix_v6", integer(l.prefix_v6, 0, max_prefix_v6)},
+                        {"reply", text(l.reply)}, // checked in check_limit, which knows the name
+                    }))
+        return false;
+    return check_limit(node, key, l);
+}
+
+// check_limit - what a limit needs as a whole: the keys it must set, prefix lengths only where
+// they mean something, a scope it can apply in, a reply that is an action once filled in.
+bool Loader::check_limit(const toml::node& node, const std::string& key, const LimitConfig& l)
+{
+    // No defaults for these: a limit that does not say what it counts is a mistake, not a wish.
+    const std::pair<const char*, const char*> required[] = {{"name", "name = \"login_messages\""},
+                                                            {"key", "key = \"sasl_username\""},
+                                                            {"unit", "unit = \"messages\""},
+                                                            {"rates", "rates = \"100/1m, 1000/1h\""}};
+    for (const auto& [name, example] : required) {
+        const std::string k = key + "." + name;
+        if (!seen(k)) return fail(node, k, std::string("missing: every [[limit]] needs it, e.g. ") + example);
+    }
+    if (l.key != LimitKey::client_address)
+        for (const char* name : {"prefix_v4", "prefix_v6"}) {
+            const std::string k = key + "." + name;
+            if (seen(k))
+                return fail(line_of_key(k), k,
+                            "only a limit with key = \"client_address\" has a prefix length, this one has key = \"" +
+                                std::string(limit_key_name(l.key)) + "\"");
+        }
+    if (l.key == LimitKey::sasl_username && l.scope == LimitScope::unauthenticated) {
+        const std::string k = key + ".scope";
+        return fail(line_of_key(k), k,
+                    "\"unauthenticated\" never applies to a limit keyed by sasl_username: unauthenticated requests "
+                    "have no login");
+    }
+    const std::string reply_key = key + ".reply";
+    if (auto reason = check_limit_reply(l.reply, l.name))
+        return fail(line_of_key(reply_key), reply_key, "invalid reply " + quoted(l.reply) + ": " + *reason);
+    if (l.reply == action_dunno)
+        warn(line_of_key(reply_key), reply_key, "DUNNO lets everything through: the limit never refuses");
+    return true;
+}
+
+// read_store - where rate-limit state lives and what a failure of it does.
+bool Loader::read_store(const toml::node& node, const std::string& key)
+{
+    using Type = StoreConfig::Type;
+    using OnError = StoreConfig::OnError;
+    auto& st = config_.store;
+    return read_table(node, key,
+                      {
+                          {"type", choice(st.type, {{"embedded", Type::embedded}, {"redis", Type::redis}})},
+                          {"on_error", choice(st.on_error, {{"dunno", OnError::dunno}, {"defer", OnError::defer}, {"local", OnError::local}})},
+                          {"defer_reply",
+                           [this, &st](const toml::node& n, const std::string& k) {
+                               std::string reply;
+                               if (!get_string(n, k, reply)) return false;
+                               if (auto reason = validate_action(reply))
+                                   return fail(n, k, "invalid reply " + quoted(reply) + ": " + *reason);
+                               // A store outage is ours, not the sender's: the mail must be retried, not bounced.
+                               if (!reply.starts_with('4') && !reply.starts_with("DEFER"))
+                                   return fail(n, k, "invalid reply " + quoted(reply) +
+                                                         ": must be a temporary failure (a 4xx code, DEFER, DEFER_IF_PERMIT or "
+                                                         "DEFER_IF_REJECT): a store outage must not bounce mail");
+                               st.defer_reply = std::move(reply);
+                               return true;
+                           }},
+                          {"key_prefix",
+                           [this, &st](const toml::node& n, const std::string& k) {
+                               std::string prefix;
+                               if (!get_string(n, k, prefix)) return false;
+                               if (prefix.empty() || prefix.size() > max_key_prefix_bytes)
+                                   return fail(n, k, "must be 1 to " + std::to_string(max_key_prefix_bytes) +
+                                                         " characters long, got " + std::to_string(prefix.size()));
+                               // key_schema.hpp: the Redis Cluster hash tag {...} of each key is relayguard's.
+                               if (prefix.find_first_of("{}") != std::string::npos)
+                                   return fail(n, k, "invalid key prefix " + quoted(prefix) +
+                                                         ": '{' and '}' are not allowed (relayguard sets each key's Redis Cluster hash tag itself)");
+                               st.key_prefix = std::move(prefix);
+                               return true;
+                           }},
+                          {"instance_ttl",
+                           [this, &st](const toml::node& n, const std::string& k) {
+                               std::chrono::milliseconds ttl = st.instance_ttl;
+                               if (!duration(ttl, min_instance_ttl, max_instance_ttl)(n, k)) return false;
+                               if (ttl % std::chrono::seconds{1} != std::chrono::milliseconds::zero())
+                                   return fail(n, k, "must be a whole number of seconds, got " + format_duration(ttl));
+                               st.instance_ttl = std::chrono::duration_cast<std::chrono::seconds>(ttl);
+                               return true;
+                           }},
+                          {"redis", [this](auto& n, auto& k) { return read_store_redis(n, k); }},
+                      }) &&
+           check_store_redis();
+}
+
+// read_store_redis - how to reach Redis; the password file is read by check_store_redis().
+bool Loader::read_store_redis(const toml::node& node, const std::string& key)
+{
+    auto& r = config_.store.redis;
+    return read_table(node, key,
+                      {
+                          {"address",
+                           [this, &r](const toml::node& n, const std::string& k) {
+                               std::string address;
+                               if (!get_string(n, k, address)) return false;
+                               if (auto reason = check_redis_address(address))
+                                   return fail(n, k, "invalid address " + quoted(address) + ": " + *reason);
+                               r.address = std::move(address);
+                               return true;
+                           }},
+                          {"username", text(r.username)},
+                          {"password", text(r.password)},
+                          {"password_file", absolute_path(password_file_)},
+                          {"database", integer(r.database, 0, max_redis_database)},
+                          {"timeout", duration(r.command_timeout, min_redis_timeout, max_redis_timeout)},
+                          {"connect_timeout", duration(r.connect_timeout, min_redis_timeout, max_redis_connect_timeout)},
+                          {"tls_ca_file", absolute_path(r.tls_ca_file)},
+                          {"tls_cert_file", absolute_path(r.tls_cert_file)},
+                          {"tls_key_file", absolute_path(r.tls_key_file)},
+                          {"tls_server_name", text(r.tls_server_name)},
+                          {"tls_verify", boolean(r.tls_verify)},
+                      });
+}
+
+// check_store_redis - the rules between store.redis keys; reads password_file.
+bool Loader::check_store_redis()
+{
+    auto& r = config_.store.redis;
+    const std::string file_key = "store.redis.password_file";
+    if (!password_file_.empty()) {
+        if (!r.password.empty())
+            return fail(line_of_key(file_key), file_key, "cannot be used together with store.redis.password: set one of them");
+        const std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(password_file_.c_str(), "rb"), &std::fclose);
+        if (!file) return fail(line_of_key(file_key), file_key, "cannot open " + quoted(password_file_) + ": " + std::strerror(errno));
+        // The first line is the password; a file written with `echo` ends in a newline that is
+        // not part of it.
+        std::string line;
+        int c = 0;
+        while (line.size() <= max_password_bytes && (c = std::fgetc(file.get())) != EOF && c != '\n')
+            line.push_back(static_cast<char>(c));
+        if (std::ferror(file.get()))
+            return fail(line_of_key(file_key), file_key, "cannot read " + quoted(password_file_) + ": " + std::strerror(errno));
+        if (line.size() > max_password_bytes)
+            return fail(line_of_key(file_key), file_key,
+                        "the first line of " + quoted(password_file_) + " is longer than " + std::to_string(max_password_bytes) +
+                            " bytes: is it a password file?");
+        if (line.ends_with('\r')) line.pop_back();
+        if (line.empty()) return fail(line_of_key(file_key), file_key, "the first line of " + quoted(password_file_) + " is empty");
+        if (has_control_character(line))
+            return fail(line_of_key(file_key), file_key, "the first line of " + quoted(password_file_) + " has control characters");
+        r.password = std::move(line);
+    }
+    if (!r.username.empty() && r.password.empty())
+        return fail(line_of_key("store.redis.username"), "store.redis.username",
+                    "needs a password (store.redis.password or password_file): Redis AUTH takes a user name only with one");
+    if (r.tls_cert_file.empty() != r.tls_key_file.empty()) {
+        const bool cert = !r.tls_cert_file.empty();
+        const std::string k = cert ? "store.redis.tls_cert_file" : "store.redis.tls_key_file";
+        return fail(line_of_key(k), k,
+                    cert ? "needs store.redis.tls_key_file: a client certificate is used with its private key"
+                         : "needs store.redis.tls_cert_file: a private key is used with its client certificate");
+    }
+    return true;
+}
+
 // check_config - rules that span keys, after every key has been read.
 bool Loader::check_config()
 {
@@ -744,7 +1063,85 @@ bool Loader::check_config()
         if (check->shadow && !check->enabled)
             warn(line_of_key(shadow_key), shadow_key, "has no effect while the check is disabled");
     }
+    warn_limits();
+    warn_store();
     return true;
+}
+
+// warn_limits - limits that cannot count where the MTA calls relayguard (the most common
+// mistake with policy-server rate limits: the check is hooked in at RCPT only, so a per-message
+// byte limit never sees a message size), and limits that are switched off.
+void Loader::warn_limits()
+{
+    const auto& r = config_.rate_limits;
+    if (!r.enabled) {
+        if (!config_.limits.empty())
+            warn(line_of_key("rate_limits.enabled"), "rate_limits.enabled",
+                 "false, so none of the " + std::to_string(config_.limits.size()) +
+                     " [[limit]] entries is enforced (remove them, or set enabled = true)");
+        return;
+    }
+    const auto hooked = [&r](ProtocolState state) {
+        return std::find(r.hooked_at.begin(), r.hooked_at.end(), state) != r.hooked_at.end();
+    };
+    // What it takes to have relayguard called at RCPT or at the end of the message.
+    const std::string rcpt_fix = "add check_policy_service to smtpd_recipient_restrictions (Postfix) or call relayguard "
+                                 "from acl_smtp_rcpt (Exim), and add \"RCPT\" to rate_limits.hooked_at";
+    const std::string eom_fix = "add check_policy_service to smtpd_end_of_data_restrictions (Postfix) or call "
+                                "relayguard from acl_smtp_data (Exim), and add \"END-OF-MESSAGE\" to rate_limits.hooked_at";
+
+    for (std::size_t i = 0; i < config_.limits.size(); ++i) {
+        const LimitConfig& l = config_.limits[i];
+        const std::string key = element_key("limit", i);
+        const std::string name = "limit " + quoted(l.name);
+        if (!l.enabled) {
+            if (l.shadow) warn(line_of_key(key + ".shadow"), key + ".shadow", "has no effect while the limit is disabled");
+            continue;
+        }
+        const unsigned unit_line = line_of_key(key + ".unit");
+        if (l.unit == LimitUnit::bytes && !hooked(ProtocolState::end_of_message))
+            warn(unit_line, key + ".unit",
+                 name + " counts bytes, which are only known at END-OF-MESSAGE, but rate_limits.hooked_at does not list it: " + eom_fix);
+        else if (l.unit == LimitUnit::recipients && !hooked(ProtocolState::rcpt))
+            warn(unit_line, key + ".unit",
+                 name + " counts recipients, which are only known at RCPT, but rate_limits.hooked_at does not list it: " + rcpt_fix);
+        if (l.key == LimitKey::recipient_domain) {
+            const unsigned key_line = line_of_key(key + ".key");
+            if (l.unit != LimitUnit::recipients && !hooked(ProtocolState::rcpt))
+                warn(key_line, key + ".key",
+                     name + " is keyed by recipient_domain, which is only known at RCPT, but rate_limits.hooked_at does not "
+                            "list it: " + rcpt_fix);
+            // SMTPD_POLICY_README: at END-OF-MESSAGE `recipient` is set only when there is exactly one.
+            if (l.unit == LimitUnit::bytes)
+                warn(key_line, key + ".key",
+                     name + " counts bytes per recipient_domain, but at END-OF-MESSAGE the MTA names the recipient only "
+                            "of a message that has exactly one: messages to several recipients are not counted");
+        }
+    }
+}
+
+// warn_store - store settings that do nothing where they are.
+void Loader::warn_store()
+{
+    const auto& st = config_.store;
+    if (seen("store.defer_reply") && st.defer_reply != default_store_defer_reply && st.on_error != StoreConfig::OnError::defer)
+        warn(line_of_key("store.defer_reply"), "store.defer_reply", "has no effect unless store.on_error = \"defer\"");
+    if (st.type == StoreConfig::Type::embedded) {
+        if (seen("store.redis"))
+            warn(line_of_key("store.redis"), "store.redis",
+                 "ignored: store.type is \"embedded\" (set store.type = \"redis\" to keep the counters in Redis)");
+        return;
+    }
+    const auto& r = st.redis;
+    if (!r.address.starts_with("tls:")) {
+        for (const char* name : {"store.redis.tls_ca_file", "store.redis.tls_cert_file", "store.redis.tls_key_file",
+                                 "store.redis.tls_server_name", "store.redis.tls_verify"})
+            if (seen(name)) warn(line_of_key(name), name, "has no effect: store.redis.address is not a tls: address");
+    } else if (!r.tls_verify) {
+        warn(line_of_key("store.redis.tls_verify"), "store.redis.tls_verify",
+             "false: the Redis server's certificate is not checked, so anyone on the network path can pose as it "
+             "(only for tests)");
+    }
 }
 
 } // namespace

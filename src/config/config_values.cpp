@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <relayguard/action.hpp>
 #include <relayguard/net.hpp>
 #include <relayguard/strings.hpp>
 
@@ -23,6 +24,10 @@ constexpr bool is_control_or_space(char c) noexcept
 std::string quoted(std::string_view text) { return "\"" + sanitize(text) + "\""; }
 
 constexpr std::string_view duration_syntax = "expected a whole number followed by ms, s, m, h or d, e.g. \"10s\"";
+constexpr std::string_view redis_address_syntax =
+    "expected \"unix:/absolute/path\", \"tcp:HOST:PORT\", \"tls:HOST:PORT\" or \"HOST:PORT\" (an IPv6 address in "
+    "brackets, e.g. \"tcp:[::1]:6379\")";
+constexpr std::string_view placeholder_hint = "(use {limit} or {retry_after})";
 constexpr std::string_view endpoint_syntax =
     "expected \"inet:HOST:PORT\" (HOST an IPv4 address, [IPv6 address] or *) or \"unix:/absolute/path\"";
 
@@ -37,6 +42,23 @@ std::optional<std::string> parse_port(std::string_view text, std::uint16_t& out)
     if (value > 65535) return reason;
     out = static_cast<std::uint16_t>(value);
     return std::nullopt;
+}
+
+// check_host_name - a name to resolve: dot-separated labels of letters, digits, '-' and '_'
+// (container and service names use '_'); not checked against DNS here.
+std::optional<std::string> check_host_name(std::string_view host)
+{
+    if (host.size() > max_domain_bytes) return "the host name is longer than " + std::to_string(max_domain_bytes) + " characters";
+    for (std::string_view labels = host;;) {
+        const auto dot = labels.find('.');
+        const std::string_view label = labels.substr(0, dot);
+        if (label.empty()) return "the host name " + quoted(host) + " has an empty label";
+        for (char c : label)
+            if (!is_alpha(c) && !is_digit(c) && c != '-' && c != '_')
+                return "the host must be an IP address or a host name, got " + quoted(host);
+        if (dot == std::string_view::npos) return std::nullopt;
+        labels.remove_prefix(dot + 1);
+    }
 }
 
 } // namespace
@@ -217,6 +239,83 @@ std::optional<std::string> check_account_name(std::string_view text)
             return std::string("only letters, digits, '.', '_' and '-' are allowed");
     }
     return std::nullopt;
+}
+
+std::optional<std::string> check_limit_name(std::string_view text)
+{
+    if (text.empty() || text.size() > max_limit_name_bytes)
+        return "must be 1 to " + std::to_string(max_limit_name_bytes) + " characters long";
+    for (char c : text)
+        if (!(c >= 'a' && c <= 'z') && !is_digit(c) && c != '_' && c != '-')
+            return std::string("only lower-case letters a-z, digits, '_' and '-' are allowed");
+    return std::nullopt;
+}
+
+std::optional<std::string> check_redis_address(std::string_view text)
+{
+    if (text.starts_with("unix:")) {
+        const std::string_view path = text.substr(5);
+        if (path.empty()) return std::string("missing the socket path after \"unix:\"");
+        if (path.front() != '/') return "the socket path must be absolute, got " + quoted(path);
+        if (path.size() > max_unix_path_bytes)
+            return "the socket path is " + std::to_string(path.size()) + " bytes long; the limit is " +
+                   std::to_string(max_unix_path_bytes);
+        return std::nullopt;
+    }
+    // "redis://..." and "rediss://..." URLs (other clients' syntax) would otherwise be taken for
+    // an IPv6 address without brackets.
+    if (text.find("://") != std::string_view::npos) return std::string(redis_address_syntax);
+    std::string_view rest = text;
+    if (rest.starts_with("tcp:") || rest.starts_with("tls:")) rest.remove_prefix(4);
+
+    std::string_view host;
+    std::string_view port;
+    if (rest.starts_with("[")) {
+        const auto close = rest.find(']');
+        if (close == std::string_view::npos) return std::string("missing ']' after the IPv6 address");
+        host = rest.substr(1, close - 1);
+        const std::string_view after = rest.substr(close + 1);
+        if (!after.starts_with(":")) return std::string("missing \":PORT\" after the address");
+        port = after.substr(1);
+        const auto ip = parse_ip(host);
+        if (!ip || host.find(':') == std::string_view::npos) return quoted(host) + " is not an IPv6 address";
+    } else {
+        const auto colon = rest.rfind(':');
+        if (colon == std::string_view::npos) return std::string(redis_address_syntax);
+        host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos)
+            return std::string("an IPv6 address must be in brackets, e.g. \"tcp:[::1]:6379\"");
+        if (host.empty()) return std::string("missing the host");
+        if (!parse_ip(host))
+            if (auto reason = check_host_name(host)) return reason;
+    }
+    std::uint16_t number = 0;
+    if (auto reason = parse_port(port, number)) return reason;
+    // Port 0 is "any free port" when binding; there is no server to connect to there.
+    if (number == 0) return std::string("port 0 is not a port a server listens on");
+    return std::nullopt;
+}
+
+std::optional<std::string> check_limit_reply(std::string_view reply, std::string_view name)
+{
+    std::string sample;
+    std::size_t done = 0;
+    for (auto open = reply.find('{'); open != std::string_view::npos; open = reply.find('{', done)) {
+        const auto close = reply.find('}', open);
+        if (close == std::string_view::npos) return "'{' without a closing '}' " + std::string(placeholder_hint);
+        const std::string_view placeholder = reply.substr(open, close - open + 1);
+        sample.append(reply.substr(done, open - done));
+        if (placeholder == "{limit}")
+            sample.append(name);
+        else if (placeholder == "{retry_after}")
+            sample.append(std::to_string(sample_retry_after_s));
+        else
+            return "unknown placeholder " + sanitize(placeholder, max_limit_name_bytes) + " " + std::string(placeholder_hint);
+        done = close + 1;
+    }
+    sample.append(reply.substr(done));
+    return validate_action(sample);
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b)

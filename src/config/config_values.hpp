@@ -2,12 +2,13 @@
 // config_values.hpp - parsers for the value syntaxes of the config file (module-private).
 //
 // Durations, socket modes, listen endpoints, domain names, delimiters, SASL mechanism names,
-// and the "did you mean" lookup for unknown keys. No TOML here: each function takes the text of
+// limit names, Redis addresses, reply templates, and the "did you mean" lookup for unknown keys. No TOML here: each function takes the text of
 // one value. Each parser returns nullopt when the text is valid, else a short English reason
 // that the loader puts after the value in its error message. Pure functions; thread-safe.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -30,6 +31,9 @@ inline constexpr std::size_t max_domain_bytes = 253;
 
 // RFC 4422 section 3.1: a SASL mechanism name is 1 to 20 characters.
 inline constexpr std::size_t max_mechanism_bytes = 20;
+
+// A limit's name is part of every Redis key and log line of the limit; keep both short.
+inline constexpr std::size_t max_limit_name_bytes = 64;
 
 // Unknown keys get a suggestion when a known key is at most this many edits away.
 inline constexpr std::size_t max_suggestion_distance = 2;
@@ -63,6 +67,23 @@ std::optional<std::string> normalize_mechanism(std::string_view text, std::strin
 
 // check_account_name - socket_owner/socket_group: a user or group name, not looked up here.
 std::optional<std::string> check_account_name(std::string_view text);
+
+// check_limit_name - [a-z0-9_-], 1 to max_limit_name_bytes characters.
+std::optional<std::string> check_limit_name(std::string_view text);
+
+// check_redis_address - "unix:/absolute/path", "tcp:HOST:PORT", "tls:HOST:PORT" or "HOST:PORT";
+// HOST an IPv4 address, a bracketed IPv6 address or a host name; PORT 1..65535. The form the
+// Redis client accepts (redis_config.hpp), checked strictly so that a typo fails at load, not
+// at the first connect.
+std::optional<std::string> check_redis_address(std::string_view text);
+
+// A limit's reply is validated with {retry_after} filled in as this many seconds: the longest
+// period a rate may have (366 days, limits.hpp), the longest wait a request that fits can get.
+inline constexpr std::int64_t sample_retry_after_s = 366LL * 86400;
+
+// check_limit_reply - a limit's reply template: every "{...}" is {limit} or {retry_after}, and
+// with them filled in (`name`, sample_retry_after_s) it is a valid access(5) action.
+std::optional<std::string> check_limit_reply(std::string_view reply, std::string_view name);
 
 // edit_distance - optimal string alignment distance (insert, delete, replace, swap two
 // adjacent characters: each costs 1).

@@ -4,6 +4,8 @@
 // contrib/, and the value parsers behind them (config_values.hpp).
 #include <relayguard/config.hpp>
 
+#include <relayguard/action.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -140,6 +142,66 @@ TEST(LoadConfig, ReadsEveryKeyOfTheGoodFile)
     EXPECT_TRUE(so.allow_null_sender_authenticated);
     EXPECT_EQ(so.map_file, "/etc/relayguard/sender_logins");
     EXPECT_EQ(so.any_sender_logins, (std::vector<std::string>{"postmaster@example.com", "mailer"}));
+
+    EXPECT_TRUE(c.rate_limits.enabled);
+    EXPECT_EQ(c.rate_limits.hooked_at,
+              (std::vector<ProtocolState>{ProtocolState::mail, ProtocolState::rcpt, ProtocolState::end_of_message}));
+
+    ASSERT_EQ(c.limits.size(), 3u);
+    const LimitConfig& l0 = c.limits[0];
+    EXPECT_EQ(l0.name, "login_messages");
+    EXPECT_EQ(l0.key, LimitKey::sasl_username);
+    EXPECT_EQ(l0.unit, LimitUnit::messages);
+    EXPECT_EQ(l0.rates, (RateSpec{RateSpec::Kind::rates, {{100, 60s}, {1000, 3600s}}}));
+    EXPECT_EQ(l0.scope, LimitScope::any);
+    EXPECT_TRUE(l0.enabled);
+    EXPECT_FALSE(l0.shadow);
+    EXPECT_FALSE(l0.applies_to_exempt);
+    EXPECT_EQ(l0.prefix_v4, 32u);
+    EXPECT_EQ(l0.prefix_v6, 64u);
+    EXPECT_EQ(l0.reply, default_limit_reply);
+
+    const LimitConfig& l1 = c.limits[1];
+    EXPECT_EQ(l1.name, "client-net_rcpt2");
+    EXPECT_EQ(l1.key, LimitKey::client_address);
+    EXPECT_EQ(l1.unit, LimitUnit::recipients);
+    // Sorted by period, whatever order the file has them in.
+    EXPECT_EQ(l1.rates, (RateSpec{RateSpec::Kind::rates, {{50, 30s}, {500, 3600s}}}));
+    EXPECT_EQ(l1.scope, LimitScope::unauthenticated);
+    EXPECT_FALSE(l1.enabled);
+    EXPECT_FALSE(l1.shadow);
+    EXPECT_TRUE(l1.applies_to_exempt);
+    EXPECT_EQ(l1.prefix_v4, 24u);
+    EXPECT_EQ(l1.prefix_v6, 48u);
+    EXPECT_EQ(l1.reply, "DEFER_IF_PERMIT Slow down ({limit}), retry in {retry_after}s");
+
+    const LimitConfig& l2 = c.limits[2];
+    EXPECT_EQ(l2.name, "sender_bytes");
+    EXPECT_EQ(l2.key, LimitKey::sender);
+    EXPECT_EQ(l2.unit, LimitUnit::bytes);
+    EXPECT_EQ(format_rate_spec(l2.rates), "0");
+    EXPECT_EQ(l2.scope, LimitScope::authenticated);
+    EXPECT_TRUE(l2.enabled);
+    EXPECT_TRUE(l2.shadow);
+    EXPECT_EQ(l2.reply, "452 4.5.3 Too much mail");
+
+    const StoreConfig& st = c.store;
+    EXPECT_EQ(st.type, StoreConfig::Type::redis);
+    EXPECT_EQ(st.on_error, StoreConfig::OnError::defer);
+    EXPECT_EQ(st.defer_reply, "DEFER Try again later");
+    EXPECT_EQ(st.key_prefix, "site1:rg:");
+    EXPECT_EQ(st.instance_ttl, 90min);
+    EXPECT_EQ(st.redis.address, "tls:[2001:db8::6]:6380");
+    EXPECT_EQ(st.redis.username, "relayguard");
+    EXPECT_EQ(st.redis.password, "s3cret");
+    EXPECT_EQ(st.redis.database, 3u);
+    EXPECT_EQ(st.redis.command_timeout, 20ms);
+    EXPECT_EQ(st.redis.connect_timeout, 2s);
+    EXPECT_EQ(st.redis.tls_ca_file, "/etc/ssl/redis-ca.pem");
+    EXPECT_EQ(st.redis.tls_cert_file, "/etc/relayguard/redis.crt");
+    EXPECT_EQ(st.redis.tls_key_file, "/etc/relayguard/redis.key");
+    EXPECT_EQ(st.redis.tls_server_name, "redis.example.net");
+    EXPECT_TRUE(st.redis.tls_verify);
 }
 
 TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
@@ -165,6 +227,45 @@ TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
     EXPECT_EQ(r->sender_ownership.reply, defaults.sender_ownership.reply);
     EXPECT_EQ(r->sender_ownership.unauthenticated_reply, defaults.sender_ownership.unauthenticated_reply);
     EXPECT_EQ(r->sender_ownership.null_sender_reply, defaults.sender_ownership.null_sender_reply);
+    EXPECT_EQ(r->rate_limits.enabled, defaults.rate_limits.enabled);
+    EXPECT_EQ(r->rate_limits.hooked_at, defaults.rate_limits.hooked_at);
+    EXPECT_EQ(r->store.type, StoreConfig::Type::embedded); // the quick start needs no Redis
+    EXPECT_EQ(r->store.type, defaults.store.type);
+    EXPECT_EQ(r->store.on_error, defaults.store.on_error);
+    EXPECT_EQ(r->store.defer_reply, defaults.store.defer_reply);
+    EXPECT_EQ(r->store.key_prefix, defaults.store.key_prefix);
+    EXPECT_EQ(r->store.instance_ttl, defaults.store.instance_ttl);
+    EXPECT_EQ(defaults.store.redis.command_timeout, 50ms); // what the commented-out [store.redis] says
+
+    // The three example limits are active, as the file says.
+    struct Want {
+        const char* name;
+        LimitKey key;
+        LimitUnit unit;
+        const char* rates;
+        LimitScope scope;
+        unsigned prefix_v4;
+        unsigned prefix_v6;
+    };
+    const Want want[] = {
+        {"login_messages", LimitKey::sasl_username, LimitUnit::messages, "100/60s,1000/3600s", LimitScope::any, 32, 64},
+        {"login_recipients", LimitKey::sasl_username, LimitUnit::recipients, "500/3600s,2000/86400s", LimitScope::any, 32, 64},
+        {"client_recipients", LimitKey::client_address, LimitUnit::recipients, "100/60s,1000/3600s",
+         LimitScope::unauthenticated, 24, 64},
+    };
+    ASSERT_EQ(r->limits.size(), std::size(want));
+    for (std::size_t i = 0; i < std::size(want); ++i) {
+        const LimitConfig& got = r->limits[i];
+        EXPECT_EQ(got.name, want[i].name);
+        EXPECT_EQ(got.key, want[i].key) << want[i].name;
+        EXPECT_EQ(got.unit, want[i].unit) << want[i].name;
+        EXPECT_EQ(format_rate_spec(got.rates), want[i].rates) << want[i].name;
+        EXPECT_EQ(got.scope, want[i].scope) << want[i].name;
+        EXPECT_TRUE(got.enabled) << want[i].name;
+        EXPECT_FALSE(got.shadow) << want[i].name;
+        EXPECT_EQ(got.prefix_v4, want[i].prefix_v4) << want[i].name;
+        EXPECT_EQ(got.prefix_v6, want[i].prefix_v6) << want[i].name;
+    }
 }
 
 // One file per error message; `want` is the error text after the file's path.
@@ -256,6 +357,78 @@ const BadFile bad_files[] = {
      "'_' are allowed"},
     {"bad_empty_login.toml", ":6: checks.exempt.logins[0]: an empty login is not allowed"},
     {"bad_control_character.toml", ":4: server.socket_group: control characters are not allowed"},
+    // rate_limits, [[limit]], store
+    {"bad_limit_not_array.toml", ":5: limit: expected an array of tables ([[limit]]), got a table"},
+    {"bad_limit_name.toml",
+     ":6: limit[0].name: invalid limit name \"Login Messages\": only lower-case letters a-z, digits, '_' and '-' are "
+     "allowed"},
+    {"bad_limit_name_duplicate.toml", ":12: limit[1].name: duplicate limit name \"login_messages\" (first at line 6)"},
+    {"bad_limit_missing_rates.toml",
+     ":5: limit[0].rates: missing: every [[limit]] needs it, e.g. rates = \"100/1m, 1000/1h\""},
+    {"bad_limit_key.toml",
+     ":7: limit[0].key: expected one of \"sasl_username\", \"sender\", \"sender_domain\", \"client_address\", "
+     "\"recipient_domain\", \"global\", got \"login\""},
+    {"bad_limit_unit.toml",
+     ":8: limit[0].unit: expected one of \"messages\", \"recipients\", \"bytes\", got \"message\" (did you mean "
+     "\"messages\"?)"},
+    {"bad_limit_rates.toml",
+     ":9: limit[0].rates: invalid rates \"100/1m, 1000/1y\": period of '1000/1y' is not N, Ns, Nm, Nh, Nd or Nw"},
+    {"bad_limit_rates_unlimited.toml",
+     ":9: limit[0].rates: \"unlimited\" is not a limit: remove the limit or set enabled = false (an override can make "
+     "one key value unlimited)"},
+    {"bad_limit_rates_integer.toml",
+     ":9: limit[0].rates: expected a string, got an integer (write rates in quotes, e.g. \"100/1m, 1000/1h\")"},
+    {"bad_limit_scope.toml",
+     ":10: limit[0].scope: expected one of \"any\", \"authenticated\", \"unauthenticated\", got \"authenticted\" "
+     "(did you mean \"authenticated\"?)"},
+    {"bad_limit_scope_login.toml",
+     ":10: limit[0].scope: \"unauthenticated\" never applies to a limit keyed by sasl_username: unauthenticated "
+     "requests have no login"},
+    {"bad_limit_prefix_key.toml",
+     ":10: limit[0].prefix_v4: only a limit with key = \"client_address\" has a prefix length, this one has key = "
+     "\"sasl_username\""},
+    {"bad_limit_prefix_range.toml", ":10: limit[0].prefix_v6: must be between 0 and 128, got 129"},
+    {"bad_limit_reply.toml", ":10: limit[0].reply: invalid reply \"250 {limit} full\": code 250 is not 4xx or 5xx"},
+    {"bad_limit_reply_placeholder.toml",
+     ":10: limit[0].reply: invalid reply \"450 4.7.1 Retry in {retry} seconds\": unknown placeholder {retry} (use "
+     "{limit} or {retry_after})"},
+    {"bad_limit_unknown_key.toml", ":7: limit[0].rate: unknown key (did you mean \"rates\"?)"},
+    {"bad_hooked_at.toml",
+     ":6: rate_limits.hooked_at[1]: expected one of \"MAIL\", \"RCPT\", \"DATA\", \"END-OF-MESSAGE\", got \"rcpt\" "
+     "(did you mean \"RCPT\"?)"},
+    {"bad_hooked_at_empty.toml",
+     ":6: rate_limits.hooked_at: must list where the MTA calls relayguard: one or more of \"MAIL\", \"RCPT\", "
+     "\"DATA\", \"END-OF-MESSAGE\""},
+    {"bad_store_type.toml", ":6: store.type: expected \"embedded\" or \"redis\", got \"memcached\""},
+    {"bad_store_on_error.toml", ":6: store.on_error: expected one of \"dunno\", \"defer\", \"local\", got \"reject\""},
+    {"bad_store_defer_reply.toml",
+     ":7: store.defer_reply: invalid reply \"554 5.3.0 No\": must be a temporary failure (a 4xx code, DEFER, "
+     "DEFER_IF_PERMIT or DEFER_IF_REJECT): a store outage must not bounce mail"},
+    {"bad_store_key_prefix.toml",
+     ":6: store.key_prefix: invalid key prefix \"{rg}:\": '{' and '}' are not allowed (relayguard sets each key's "
+     "Redis Cluster hash tag itself)"},
+    {"bad_store_key_prefix_empty.toml", ":6: store.key_prefix: must be 1 to 64 characters long, got 0"},
+    {"bad_store_instance_ttl.toml", ":6: store.instance_ttl: must be between 1m and 1d, got 30s"},
+    {"bad_redis_address.toml",
+     ":9: store.redis.address: invalid address \"redis://127.0.0.1:6379\": expected \"unix:/absolute/path\", "
+     "\"tcp:HOST:PORT\", \"tls:HOST:PORT\" or \"HOST:PORT\" (an IPv6 address in brackets, e.g. \"tcp:[::1]:6379\")"},
+    {"bad_redis_address_ipv6.toml",
+     ":9: store.redis.address: invalid address \"tcp:::1:6379\": an IPv6 address must be in brackets, e.g. "
+     "\"tcp:[::1]:6379\""},
+    {"bad_redis_database.toml", ":9: store.redis.database: must be between 0 and 15, got 16"},
+    {"bad_redis_timeout.toml", ":9: store.redis.timeout: must be between 1ms and 10s, got 30s"},
+    {"bad_redis_password_both.toml",
+     ":10: store.redis.password_file: cannot be used together with store.redis.password: set one of them"},
+    {"bad_redis_password_file.toml",
+     ":9: store.redis.password_file: cannot open \"/nonexistent/relayguard/redis.pass\": No such file or directory"},
+    {"bad_redis_password_file_relative.toml",
+     ":9: store.redis.password_file: must be an absolute path, got \"redis.pass\""},
+    {"bad_redis_username_without_password.toml",
+     ":9: store.redis.username: needs a password (store.redis.password or password_file): Redis AUTH takes a user "
+     "name only with one"},
+    {"bad_redis_tls_cert_without_key.toml",
+     ":10: store.redis.tls_cert_file: needs store.redis.tls_key_file: a client certificate is used with its private "
+     "key"},
 };
 
 TEST(LoadConfig, ReportsTheFullErrorTextOfEachBadFile)
@@ -329,6 +502,40 @@ TEST(LoadConfig, WarnsAboutSuspiciousSettings)
     EXPECT_EQ(join_lines(warnings), join_lines(want));
 }
 
+TEST(LoadConfig, WarnsAboutLimitsThatCannotCountWhereTheMtaCalls)
+{
+    const std::string path = config_dir() / "warnings_rate_limits.toml";
+    std::vector<std::string> warnings;
+    auto r = load_config(path, &warnings);
+    ASSERT_TRUE(r) << r.error().to_string();
+    const std::string rcpt_fix = "add check_policy_service to smtpd_recipient_restrictions (Postfix) or call relayguard "
+                                 "from acl_smtp_rcpt (Exim), and add \"RCPT\" to rate_limits.hooked_at";
+    const std::string eom_fix = "add check_policy_service to smtpd_end_of_data_restrictions (Postfix) or call relayguard "
+                                "from acl_smtp_data (Exim), and add \"END-OF-MESSAGE\" to rate_limits.hooked_at";
+    const std::vector<std::string> want = {
+        path + ":9: rate_limits.hooked_at[1]: \"MAIL\" is listed twice (first at line 9)",
+        path + ":48: limit[5].reply: DUNNO lets everything through: the limit never refuses",
+        path + ":14: limit[0].unit: limit \"login_bytes\" counts bytes, which are only known at END-OF-MESSAGE, but "
+               "rate_limits.hooked_at does not list it: " + eom_fix,
+        path + ":20: limit[1].unit: limit \"login_recipients\" counts recipients, which are only known at RCPT, but "
+               "rate_limits.hooked_at does not list it: " + rcpt_fix,
+        path + ":25: limit[2].key: limit \"domain_messages\" is keyed by recipient_domain, which is only known at RCPT, "
+               "but rate_limits.hooked_at does not list it: " + rcpt_fix,
+        path + ":32: limit[3].unit: limit \"domain_bytes\" counts bytes, which are only known at END-OF-MESSAGE, but "
+               "rate_limits.hooked_at does not list it: " + eom_fix,
+        path + ":31: limit[3].key: limit \"domain_bytes\" is keyed by recipient_domain, which is only known at RCPT, "
+               "but rate_limits.hooked_at does not list it: " + rcpt_fix,
+        path + ":31: limit[3].key: limit \"domain_bytes\" counts bytes per recipient_domain, but at END-OF-MESSAGE the "
+               "MTA names the recipient only of a message that has exactly one: messages to several recipients are "
+               "not counted",
+        path + ":41: limit[4].shadow: has no effect while the limit is disabled",
+        path + ":52: store.defer_reply: has no effect unless store.on_error = \"defer\"",
+        path + ":54: store.redis: ignored: store.type is \"embedded\" (set store.type = \"redis\" to keep the counters "
+               "in Redis)",
+    };
+    EXPECT_EQ(join_lines(warnings), join_lines(want));
+}
+
 TEST(ParseConfig, FillsDefaultsForAMinimalFile)
 {
     std::vector<std::string> warnings;
@@ -358,6 +565,19 @@ TEST(ParseConfig, FillsDefaultsForAMinimalFile)
     EXPECT_EQ(c.sender_ownership.null_sender_reply,
               "553 5.7.1 Sender address rejected: null sender not allowed for authenticated users");
     EXPECT_TRUE(c.sender_ownership.login_owns_itself);
+    EXPECT_TRUE(c.rate_limits.enabled);
+    EXPECT_EQ(c.rate_limits.hooked_at, std::vector<ProtocolState>{ProtocolState::rcpt});
+    EXPECT_TRUE(c.limits.empty());
+    EXPECT_EQ(c.store.type, StoreConfig::Type::embedded);
+    EXPECT_EQ(c.store.on_error, StoreConfig::OnError::local);
+    EXPECT_EQ(c.store.defer_reply, default_store_defer_reply);
+    EXPECT_EQ(c.store.key_prefix, "rg:");
+    EXPECT_EQ(c.store.instance_ttl, 1h);
+    EXPECT_EQ(c.store.redis.address, "tcp:127.0.0.1:6379");
+    EXPECT_EQ(c.store.redis.command_timeout, 50ms);
+    EXPECT_EQ(c.store.redis.connect_timeout, 1s);
+    EXPECT_EQ(c.store.redis.database, 0u);
+    EXPECT_TRUE(c.store.redis.tls_verify);
     EXPECT_EQ(c.auth_required.ports, (std::vector<std::uint16_t>{587, 465}));
     EXPECT_TRUE(c.auth_required.policy_contexts.empty());
     EXPECT_EQ(c.plaintext_auth.mechanisms, (std::vector<std::string>{"PLAIN", "LOGIN"}));
@@ -501,6 +721,181 @@ TEST(ParseConfig, WarnsAboutOtherSuspiciousSettings)
                                     "[checks.plaintext_auth]\nmechanisms = [\"PLAIN\", \"plain\"]\n",
          "t.toml:6: checks.auth_required.ports[1]: \"587\" is listed twice (first at line 6)\n"
          "t.toml:8: checks.plaintext_auth.mechanisms[1]: \"PLAIN\" is listed twice (first at line 8)\n"},
+    };
+    for (const auto& c : cases) EXPECT_EQ(join_lines(warnings_of(c.text)), c.want) << c.name;
+}
+
+// A limit that is valid and quiet, for the cases below to add to.
+constexpr std::string_view quiet_rate = "[domains]\nlocal = [\"example.com\"]\n";
+
+TEST(ParseConfig, ReportsRateLimitErrorsOfInlineText)
+{
+    struct Case {
+        const char* name;
+        std::string text;
+        std::string want;
+    };
+    const std::string L(listen_only);
+    const std::string limit = "[[limit]]\nname = \"x\"\nkey = \"sender\"\nunit = \"messages\"\nrates = \"1/1s\"\n";
+    const Case cases[] = {
+        {"missing name", L + "[[limit]]\nkey = \"sender\"\nunit = \"messages\"\nrates = \"1/1s\"\n",
+         "t.toml:3: limit[0].name: missing: every [[limit]] needs it, e.g. name = \"login_messages\""},
+        {"missing key", L + "[[limit]]\nname = \"x\"\nunit = \"messages\"\nrates = \"1/1s\"\n",
+         "t.toml:3: limit[0].key: missing: every [[limit]] needs it, e.g. key = \"sasl_username\""},
+        {"missing unit", L + "[[limit]]\nname = \"x\"\nkey = \"sender\"\nrates = \"1/1s\"\n",
+         "t.toml:3: limit[0].unit: missing: every [[limit]] needs it, e.g. unit = \"messages\""},
+        {"second limit reports its own index", L + limit + "[[limit]]\nname = \"y\"\n",
+         "t.toml:8: limit[1].key: missing: every [[limit]] needs it, e.g. key = \"sasl_username\""},
+        {"name too long", L + "[[limit]]\nname = \"" + std::string(65, 'a') + "\"\n",
+         "t.toml:4: limit[0].name: invalid limit name \"" + std::string(65, 'a') + "\": must be 1 to 64 characters long"},
+        {"empty name", L + "[[limit]]\nname = \"\"\n",
+         "t.toml:4: limit[0].name: invalid limit name \"\": must be 1 to 64 characters long"},
+        {"rates combined with 0", L + "[[limit]]\nname = \"x\"\nrates = \"0, 10/1m\"\n",
+         "t.toml:5: limit[0].rates: invalid rates \"0, 10/1m\": '0' cannot be combined with other rates"},
+        {"empty rates", L + "[[limit]]\nname = \"x\"\nrates = \"\"\n", "t.toml:5: limit[0].rates: invalid rates \"\": empty rate spec"},
+        {"prefix_v6 on sender", L + limit + "prefix_v6 = 48\n",
+         "t.toml:8: limit[0].prefix_v6: only a limit with key = \"client_address\" has a prefix length, this one has "
+         "key = \"sender\""},
+        {"prefix_v4 over 32", L + limit + "prefix_v4 = 33\n", "t.toml:8: limit[0].prefix_v4: must be between 0 and 32, got 33"},
+        {"reply with an unclosed brace", L + limit + "reply = \"450 4.7.1 {limit\"\n",
+         "t.toml:8: limit[0].reply: invalid reply \"450 4.7.1 {limit\": '{' without a closing '}' (use {limit} or "
+         "{retry_after})"},
+        {"reply whose filled-in name breaks the status class", L + limit + "reply = \"450 5.7.1 {limit}\"\n",
+         "t.toml:8: limit[0].reply: invalid reply \"450 5.7.1 {limit}\": enhanced status code 5.7.1 does not match reply "
+         "code 450"},
+        {"limit as a plain array", "limit = [1, 2]\n" + L, "t.toml:1: limit: expected an array of tables ([[limit]]), got an array"},
+        {"limit in an inline array of tables with a bad key",
+         "limit = [{ name = \"x\", key = \"sender\", unit = \"messages\", rates = \"1/1s\", shadw = true }]\n" + L,
+         "t.toml:1: limit[0].shadw: unknown key (did you mean \"shadow\"?)"},
+        {"hooked_at not a protocol state", L + "[rate_limits]\nhooked_at = [\"CONNECT\"]\n",
+         "t.toml:4: rate_limits.hooked_at[0]: expected one of \"MAIL\", \"RCPT\", \"DATA\", \"END-OF-MESSAGE\", got "
+         "\"CONNECT\""},
+        {"defer_reply DUNNO", L + "[store]\ndefer_reply = \"DUNNO\"\n",
+         "t.toml:4: store.defer_reply: invalid reply \"DUNNO\": must be a temporary failure (a 4xx code, DEFER, "
+         "DEFER_IF_PERMIT or DEFER_IF_REJECT): a store outage must not bounce mail"},
+        {"key prefix too long", L + "[store]\nkey_prefix = \"" + std::string(65, 'k') + "\"\n",
+         "t.toml:4: store.key_prefix: must be 1 to 64 characters long, got 65"},
+        {"instance_ttl over a day", L + "[store]\ninstance_ttl = \"2d\"\n",
+         "t.toml:4: store.instance_ttl: must be between 1m and 1d, got 2d"},
+        {"instance_ttl not whole seconds", L + "[store]\ninstance_ttl = \"61500ms\"\n",
+         "t.toml:4: store.instance_ttl: must be a whole number of seconds, got 61500ms"},
+        {"connect_timeout over a minute", L + "[store.redis]\nconnect_timeout = \"2m\"\n",
+         "t.toml:4: store.redis.connect_timeout: must be between 1ms and 1m, got 2m"},
+        {"timeout as an integer", L + "[store.redis]\ntimeout = 50\n",
+         "t.toml:4: store.redis.timeout: expected a string, got an integer (write durations with a unit, e.g. \"10s\")"},
+        {"relative CA file", L + "[store.redis]\ntls_ca_file = \"ca.pem\"\n",
+         "t.toml:4: store.redis.tls_ca_file: must be an absolute path, got \"ca.pem\""},
+        {"key without certificate", L + "[store.redis]\naddress = \"tls:r.example:6380\"\ntls_key_file = \"/k.pem\"\n",
+         "t.toml:5: store.redis.tls_key_file: needs store.redis.tls_cert_file: a private key is used with its client "
+         "certificate"},
+        {"address port 0", L + "[store.redis]\naddress = \"127.0.0.1:0\"\n",
+         "t.toml:4: store.redis.address: invalid address \"127.0.0.1:0\": port 0 is not a port a server listens on"},
+    };
+    for (const auto& c : cases) EXPECT_EQ(error_of(c.text), c.want) << c.name;
+}
+
+TEST(ParseConfig, ReadsEveryLimitKeyAndAcceptsAnEmptyLimitList)
+{
+    const std::string text = std::string(listen_only) + "[rate_limits]\nhooked_at = [\"DATA\", \"RCPT\"]\n";
+    std::string limits;
+    const char* keys[] = {"sasl_username", "sender", "sender_domain", "client_address", "recipient_domain", "global"};
+    for (const char* key : keys)
+        limits += std::string("[[limit]]\nname = \"") + key + "\"\nkey = \"" + key + "\"\nunit = \"messages\"\nrates = \"1/1s\"\n";
+    auto r = parse_config(text + limits, "t.toml");
+    ASSERT_TRUE(r) << r.error().to_string();
+    ASSERT_EQ(r->limits.size(), std::size(keys));
+    for (std::size_t i = 0; i < std::size(keys); ++i)
+        EXPECT_EQ(limit_key_name(r->limits[i].key), keys[i]) << "got=" << limit_key_name(r->limits[i].key) << " want=" << keys[i];
+    EXPECT_EQ(r->rate_limits.hooked_at, (std::vector<ProtocolState>{ProtocolState::data, ProtocolState::rcpt}));
+
+    auto empty = parse_config("limit = []\n" + text, "t.toml");
+    ASSERT_TRUE(empty) << empty.error().to_string();
+    EXPECT_TRUE(empty->limits.empty());
+}
+
+TEST(ParseConfig, ReadsTheRedisPasswordFromTheFirstLineOfItsFile)
+{
+    const testing::TempDir dir;
+    struct Case {
+        const char* name;
+        std::string content;
+        std::string want_password; // empty: an error is expected
+        std::string want_error;    // after "t.toml:6: store.redis.password_file: "
+    };
+    const Case cases[] = {
+        {"newline at the end", "s3cret\n", "s3cret", ""},
+        {"no newline", "s3cret", "s3cret", ""},
+        {"CRLF and more lines", "s3cret\r\nsecond line\n", "s3cret", ""},
+        {"spaces are part of it", " pass word \n", " pass word ", ""},
+        {"empty file", "", "", "the first line of \"FILE\" is empty"},
+        {"empty first line", "\nsecret\n", "", "the first line of \"FILE\" is empty"},
+        {"control character", "pa\x01ss\n", "", "the first line of \"FILE\" has control characters"},
+        {"longest line read", std::string(4096, 'p') + "\n", std::string(4096, 'p'), ""},
+        {"not a password file", std::string(4097, 'p'), "", "the first line of \"FILE\" is longer than 4096 bytes: is it a password file?"},
+    };
+    int n = 0;
+    for (const auto& c : cases) {
+        const std::string file = dir / ("pass" + std::to_string(n++));
+        testing::write_file(file, c.content);
+        const std::string text = std::string(listen_only) + "[store]\ntype = \"redis\"\n[store.redis]\npassword_file = \"" +
+                                 file + "\"\n";
+        auto r = parse_config(text, "t.toml");
+        if (c.want_password.empty()) {
+            std::string want = c.want_error;
+            want.replace(want.find("FILE"), 4, file);
+            EXPECT_EQ(r ? std::string("(loaded)") : r.error().to_string(), "t.toml:6: store.redis.password_file: " + want) << c.name;
+            continue;
+        }
+        ASSERT_TRUE(r) << c.name << ": " << r.error().to_string();
+        EXPECT_EQ(r->store.redis.password, c.want_password) << c.name;
+    }
+    // With a password from the file, a user name is fine.
+    const std::string file = dir / "pass0";
+    auto r = parse_config(std::string(listen_only) + "[store]\ntype = \"redis\"\n[store.redis]\nusername = \"rg\"\npassword_file = \"" +
+                              file + "\"\n",
+                          "t.toml");
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(r->store.redis.username, "rg");
+    EXPECT_EQ(r->store.redis.password, "s3cret");
+}
+
+TEST(ParseConfig, WarnsAboutRateLimitAndStoreSettingsThatDoNothing)
+{
+    struct Case {
+        const char* name;
+        std::string text;
+        std::string want; // every warning, one per line
+    };
+    const std::string L = std::string(listen_only) + std::string(quiet_rate);
+    const std::string bytes = "[[limit]]\nname = \"b\"\nkey = \"sender\"\nunit = \"bytes\"\nrates = \"1000/1h\"\n";
+    const std::string rcpts = "[[limit]]\nname = \"r\"\nkey = \"recipient_domain\"\nunit = \"recipients\"\nrates = \"10/1h\"\n";
+    const Case cases[] = {
+        {"limits while rate limiting is off", L + "[rate_limits]\nenabled = false\n" + bytes + rcpts,
+         "t.toml:6: rate_limits.enabled: false, so none of the 2 [[limit]] entries is enforced (remove them, or set "
+         "enabled = true)\n"},
+        {"rate limiting off without limits", L + "[rate_limits]\nenabled = false\n", ""},
+        {"hooked where they count", L + "[rate_limits]\nhooked_at = [\"RCPT\", \"END-OF-MESSAGE\"]\n" + bytes + rcpts, ""},
+        {"recipients per recipient_domain without RCPT: one warning",
+         L + "[rate_limits]\nhooked_at = [\"MAIL\"]\n" + rcpts,
+         "t.toml:10: limit[0].unit: limit \"r\" counts recipients, which are only known at RCPT, but "
+         "rate_limits.hooked_at does not list it: add check_policy_service to smtpd_recipient_restrictions (Postfix) or "
+         "call relayguard from acl_smtp_rcpt (Exim), and add \"RCPT\" to rate_limits.hooked_at\n"},
+        {"disabled limits do not count anywhere", L + bytes + "enabled = false\n", ""},
+        {"messages count at any hook", L + "[rate_limits]\nhooked_at = [\"DATA\"]\n"
+                                           "[[limit]]\nname = \"m\"\nkey = \"sender\"\nunit = \"messages\"\nrates = \"1/1s\"\n",
+         ""},
+        {"TLS settings without a tls: address",
+         L + "[store]\ntype = \"redis\"\n[store.redis]\naddress = \"unix:/run/redis.sock\"\ntls_ca_file = \"/ca.pem\"\n"
+             "tls_verify = true\n",
+         "t.toml:9: store.redis.tls_ca_file: has no effect: store.redis.address is not a tls: address\n"
+         "t.toml:10: store.redis.tls_verify: has no effect: store.redis.address is not a tls: address\n"},
+        {"TLS without verification",
+         L + "[store]\ntype = \"redis\"\n[store.redis]\naddress = \"tls:redis.example:6380\"\ntls_verify = false\n",
+         "t.toml:9: store.redis.tls_verify: false: the Redis server's certificate is not checked, so anyone on the "
+         "network path can pose as it (only for tests)\n"},
+        {"redis settings with the redis store", L + "[store]\ntype = \"redis\"\n[store.redis]\naddress = \"[::1]:6379\"\n", ""},
+        {"defer_reply with on_error defer", L + "[store]\non_error = \"defer\"\ndefer_reply = \"DEFER Later\"\n", ""},
+        {"defer_reply spelled as its default", L + "[store]\ndefer_reply = \"" + std::string(default_store_defer_reply) + "\"\n", ""},
     };
     for (const auto& c : cases) EXPECT_EQ(join_lines(warnings_of(c.text)), c.want) << c.name;
 }
@@ -682,6 +1077,78 @@ TEST(ConfigValues, ChecksDelimitersMechanismsAndAccountNames)
     EXPECT_TRUE(check_account_name("-x").has_value());
     EXPECT_TRUE(check_account_name("a$b").has_value());
     EXPECT_TRUE(check_account_name("post fix").has_value());
+}
+
+TEST(ConfigValues, ChecksLimitNames)
+{
+    using config_detail::check_limit_name;
+    const char* good[] = {"login_messages", "a", "client-net_24", "0"};
+    const char* bad[] = {"", "Login", "login messages", "login.messages", "login:messages", "login|x", "caf\xc3\xa9"};
+    for (const char* name : good) EXPECT_FALSE(check_limit_name(name).has_value()) << name << ": got=error want=ok";
+    for (const char* name : bad) EXPECT_TRUE(check_limit_name(name).has_value()) << name << ": got=ok want=error";
+    EXPECT_FALSE(check_limit_name(std::string(64, 'a')).has_value());
+    EXPECT_TRUE(check_limit_name(std::string(65, 'a')).has_value());
+}
+
+TEST(ConfigValues, ChecksRedisAddresses)
+{
+    using config_detail::check_redis_address;
+    const char* good[] = {
+        "unix:/run/redis/redis.sock", "tcp:127.0.0.1:6379", "tls:redis.example.net:6380", "127.0.0.1:6379",
+        "tcp:[::1]:6379",             "[2001:db8::1]:1",    "redis:6379",                 "redis_1.internal:65535",
+        "tls:[::ffff:192.0.2.1]:6380",
+    };
+    const char* bad[] = {
+        "",
+        "unix:",
+        "unix:run/redis.sock",
+        "redis://127.0.0.1:6379",
+        "rediss://redis.example.net:6380",
+        "tcp:127.0.0.1",
+        "tcp:127.0.0.1:",
+        "tcp:127.0.0.1:0",
+        "tcp:127.0.0.1:65536",
+        "tcp::6379",
+        "tcp:::1:6379",
+        "tcp:[::1:6379",
+        "tcp:[::1]6379",
+        "tcp:[127.0.0.1]:6379",
+        "tcp:redis..example:6379",
+        "tcp:red is:6379",
+        "udp:127.0.0.1:6379",
+        "localhost",
+    };
+    for (const char* a : good) EXPECT_FALSE(check_redis_address(a).has_value()) << a << ": got=" << check_redis_address(a).value_or("") << " want=ok";
+    for (const char* a : bad) EXPECT_TRUE(check_redis_address(a).has_value()) << a << ": got=ok want=error";
+    EXPECT_FALSE(check_redis_address("unix:/" + std::string(106, 's')).has_value());
+    EXPECT_TRUE(check_redis_address("unix:/" + std::string(107, 's')).has_value());
+}
+
+TEST(ConfigValues, ChecksLimitRepliesWithThePlaceholdersFilledIn)
+{
+    using config_detail::check_limit_reply;
+    struct Case {
+        const char* reply;
+        const char* name;
+        const char* want; // "" : valid
+    };
+    const Case cases[] = {
+        {"450 4.7.1 Rate limit {limit} exceeded, retry in {retry_after} seconds", "login_messages", ""},
+        {"DEFER_IF_PERMIT {limit}", "x", ""},
+        {"450 4.7.1 no placeholders", "x", ""},
+        {"450 4.7.1 {retry_after}{retry_after}", "x", ""},
+        {"450 4.7.1 a } alone is text", "x", ""},
+        {"450 4.7.1 {Limit}", "x", "unknown placeholder {Limit} (use {limit} or {retry_after})"},
+        {"450 4.7.1 {}", "x", "unknown placeholder {} (use {limit} or {retry_after})"},
+        {"450 4.7.1 {limit", "x", "'{' without a closing '}' (use {limit} or {retry_after})"},
+        {"{limit} 4.7.1 x", "defer", "\"defer\" must be upper case: DEFER"},
+    };
+    for (const auto& c : cases)
+        EXPECT_EQ(check_limit_reply(c.reply, c.name).value_or(""), c.want) << c.reply;
+    // {limit} is filled with the name: a reply that fits without it can be too long with it.
+    const std::string near_max = "450 4.7.1 " + std::string(max_action_bytes - 10 - 7, 'x') + "{limit}";
+    EXPECT_FALSE(check_limit_reply(near_max, "abcdefg").has_value());
+    EXPECT_TRUE(check_limit_reply(near_max, "abcdefgh").has_value());
 }
 
 TEST(ConfigValues, EditDistanceCountsSwapsAsOneEdit)

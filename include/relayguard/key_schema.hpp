@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+// key_schema.hpp - the Redis key schema, defined once (daemon and relayguardctl share it).
+//
+//   PREFIX{TAG:VALUE}      hash, rate state of one key value: "t:LIMIT:PERIOD" -> TAT (µs),
+//                          "r:LIMIT" -> refused attempts; expires when every TAT has passed
+//   PREFIX{TAG:VALUE}:o    hash, overrides of that key value: "LIMIT" -> "100/60s,..." |
+//                          "unlimited" | "0"; never expires
+//   PREFIX{i:INSTANCE}     set, "LIMIT|TAG:VALUE" members: messages already counted for one
+//                          SMTP transaction; expires after the instance TTL
+// TAG: l (sasl_username), s (sender), sd (sender_domain), c (client_address), rd
+// (recipient_domain), g (global). VALUE is the normalized key value with every byte outside
+// [A-Za-z0-9@._+/:-] written as %XX, so any byte of a login or address is safe and '{' '}'
+// never break the hash tag: one key value's keys share one Redis Cluster slot.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <relayguard/limits.hpp>
+
+namespace relayguard {
+
+inline constexpr std::string_view default_key_prefix = "rg:";
+
+std::string_view key_tag(LimitKey key) noexcept;
+std::string escape_key_value(std::string_view value);
+std::string state_key(std::string_view prefix, LimitKey key, std::string_view value);
+std::string override_key(std::string_view prefix, LimitKey key, std::string_view value);
+std::string instance_key(std::string_view prefix, std::string_view instance);
+// The member of an instance set for one op: "LIMIT|TAG:VALUE" (VALUE escaped).
+std::string instance_member(std::string_view limit, LimitKey key, std::string_view value);
+// Hash fields.
+std::string tat_field(std::string_view limit, std::chrono::seconds period);
+std::string refused_field(std::string_view limit);
+
+} // namespace relayguard

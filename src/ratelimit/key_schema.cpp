@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+// key_schema.cpp - Redis key, hash field and set member names (the schema in key_schema.hpp).
+//
+// Pure functions: thread-safe. SECURITY: key values are untrusted (logins, addresses, domains
+// from SMTP); every byte outside a small safe set is %-escaped, so no value can forge another
+// value's key, another tag, or a Redis Cluster hash tag ('{' '}').
+#include <relayguard/key_schema.hpp>
+
+namespace relayguard {
+namespace {
+
+// safe_byte - bytes written as they are; everything else (including '%', '{', '}', '|', space,
+// controls and 0x80-0xff) is written as %XX, which makes the escaping reversible and unambiguous.
+constexpr bool safe_byte(unsigned char c) noexcept
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '@' ||
+           c == '.' || c == '_' || c == '+' || c == '/' || c == ':' || c == '-';
+}
+
+// tagged - "TAG:VALUE" with VALUE escaped: the part inside the braces and the set member.
+std::string tagged(std::string_view tag, std::string_view value)
+{
+    std::string out;
+    out.reserve(tag.size() + 1 + value.size() + 8);
+    out += tag;
+    out += ':';
+    out += escape_key_value(value);
+    return out;
+}
+
+} // namespace
+
+std::string_view key_tag(LimitKey key) noexcept
+{
+    switch (key) {
+    case LimitKey::sasl_username: return "l";
+    case LimitKey::sender: return "s";
+    case LimitKey::sender_domain: return "sd";
+    case LimitKey::client_address: return "c";
+    case LimitKey::recipient_domain: return "rd";
+    case LimitKey::global: return "g";
+    }
+    return "x";
+}
+
+std::string escape_key_value(std::string_view value)
+{
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(value.size());
+    for (const unsigned char c : value) {
+        if (safe_byte(c)) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 0xf]);
+        }
+    }
+    return out;
+}
+
+std::string state_key(std::string_view prefix, LimitKey key, std::string_view value)
+{
+    std::string out(prefix);
+    out += '{';
+    out += tagged(key_tag(key), value);
+    out += '}';
+    return out;
+}
+
+std::string override_key(std::string_view prefix, LimitKey key, std::string_view value)
+{
+    return state_key(prefix, key, value) + ":o";
+}
+
+std::string instance_key(std::string_view prefix, std::string_view instance)
+{
+    std::string out(prefix);
+    out += '{';
+    out += tagged("i", instance);
+    out += '}';
+    return out;
+}
+
+std::string instance_member(std::string_view limit, LimitKey key, std::string_view value)
+{
+    std::string out(limit);
+    out += '|';
+    out += tagged(key_tag(key), value);
+    return out;
+}
+
+// The period in plain seconds ("t:per_login:3600"), as in the canonical rate text.
+std::string tat_field(std::string_view limit, std::chrono::seconds period)
+{
+    std::string out = "t:";
+    out += limit;
+    out += ':';
+    out += std::to_string(period.count());
+    return out;
+}
+
+std::string refused_field(std::string_view limit)
+{
+    std::string out = "r:";
+    out += limit;
+    return out;
+}
+
+} // namespace relayguard

@@ -1,0 +1,452 @@
+// SPDX-License-Identifier: MIT
+// embedded_store_test.cpp - EmbeddedStore on a FakeClock: atomicity, windows, overrides,
+// instance dedupe, shadow ops, read-only requests, expiry and sweeping, threads. Also the
+// keyed hash it uses (SipHash-2-4 against the paper's test vectors).
+#include <relayguard/counter_store.hpp>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+
+#include <relayguard/redis_store.hpp>
+
+#include "ratelimit/siphash.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using relayguard::CounterOp;
+using relayguard::EmbeddedStore;
+using relayguard::LimitKey;
+using relayguard::OpOutcome;
+using relayguard::Rate;
+using relayguard::RateSpec;
+using relayguard::StoreRequest;
+using relayguard::StoreResult;
+
+constexpr std::int64_t sec = 1'000'000;
+
+class FakeClock final : public relayguard::Clock {
+public:
+    std::int64_t now_us() const noexcept override { return now_.load(); }
+    void advance(std::chrono::microseconds d) { now_ += d.count(); }
+
+private:
+    std::atomic<std::int64_t> now_{1'700'000'000'000'000};
+};
+
+RateSpec rates(std::vector<Rate> r) { return RateSpec{RateSpec::Kind::rates, std::move(r)}; }
+
+CounterOp op(std::string limit, std::string value, RateSpec defaults, std::uint64_t cost = 1)
+{
+    CounterOp o;
+    o.limit = std::move(limit);
+    o.key = LimitKey::sasl_username;
+    o.value = std::move(value);
+    o.defaults = std::move(defaults);
+    o.cost = cost;
+    return o;
+}
+
+StoreRequest request(std::vector<CounterOp> ops, std::string instance = "", bool consume = true)
+{
+    return StoreRequest{std::move(ops), std::move(instance), consume};
+}
+
+// remaining - the remaining of every window of op i, for got=/want= messages.
+std::vector<std::uint64_t> remaining(const StoreResult& r, std::size_t i)
+{
+    std::vector<std::uint64_t> out;
+    for (const auto& w : r.ops.at(i).windows) out.push_back(w.remaining);
+    return out;
+}
+
+std::string show(const std::vector<std::uint64_t>& v) { return fmt::format("{}", fmt::join(v, ",")); }
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(SipHash, MatchesThePaperTestVectors)
+{
+    // Key 00 01 .. 0f; messages 00 01 .. (n-1). From the SipHash paper's appendix / reference
+    // implementation's vectors (first entry and the 15-byte example of the paper).
+    const relayguard::detail::SipKey key{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+    std::string msg;
+    for (int i = 0; i < 15; ++i) msg.push_back(static_cast<char>(i));
+    EXPECT_EQ(relayguard::detail::siphash24(key, ""), 0x726fdb47dd0e0e31ULL);
+    EXPECT_EQ(relayguard::detail::siphash24(key, msg), 0xa129ca6149be45e5ULL);
+}
+
+TEST(EmbeddedStore, AllowsBurstThenRefusesWithExactRetry)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    const auto req = request({op("per_login", "alice", rates({{3, 60s}}))});
+    for (std::uint64_t k = 1; k <= 3; ++k) {
+        const StoreResult r = store.apply_now(req);
+        EXPECT_TRUE(r.allowed) << "request " << k;
+        EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{3 - k}) << "request " << k << " got=" << show(remaining(r, 0));
+        EXPECT_EQ(r.ops[0].windows[0].full_in_us, static_cast<std::int64_t>(k) * 20 * sec) << "request " << k;
+    }
+    const StoreResult r = store.apply_now(req);
+    EXPECT_FALSE(r.allowed);
+    ASSERT_TRUE(r.refused_op.has_value());
+    EXPECT_EQ(*r.refused_op, 0u);
+    EXPECT_EQ(r.retry_after_us, 20 * sec) << "got=" << r.retry_after_us;
+    EXPECT_EQ(r.ops[0].retry_after_us, 20 * sec);
+    EXPECT_EQ(r.ops[0].source, OpOutcome::Source::config);
+    EXPECT_EQ(r.ops[0].effective, rates({{3, 60s}}));
+
+    clock.advance(20s);
+    EXPECT_TRUE(store.apply_now(req).allowed) << "one interval later one more fits";
+    EXPECT_FALSE(store.apply_now(req).allowed);
+}
+
+TEST(EmbeddedStore, EveryWindowMustHaveRoom)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    // 2 per second, 3 per hour (1200 s per unit).
+    const auto req = request({op("per_login", "alice", rates({{2, 1s}, {3, 3600s}}))});
+    EXPECT_TRUE(store.apply_now(req).allowed);
+    EXPECT_TRUE(store.apply_now(req).allowed);
+    StoreResult r = store.apply_now(req);
+    EXPECT_FALSE(r.allowed) << "the per-second window is full";
+    EXPECT_EQ(r.retry_after_us, sec / 2) << "got=" << r.retry_after_us;
+    // Each window reports as if this request had its way in it (0 left in the hour window)...
+    EXPECT_EQ(remaining(r, 0), (std::vector<std::uint64_t>{0, 0})) << "got=" << show(remaining(r, 0));
+    // ...but the refused request took nothing from the hour window: one is still left there.
+    auto read = req;
+    read.ops[0].cost = 0;
+    EXPECT_EQ(remaining(store.apply_now(read), 0), (std::vector<std::uint64_t>{0, 1}));
+
+    clock.advance(1s);
+    r = store.apply_now(req);
+    EXPECT_TRUE(r.allowed);
+    EXPECT_EQ(remaining(r, 0), (std::vector<std::uint64_t>{1, 0})) << "got=" << show(remaining(r, 0));
+
+    // Now the hour window refuses: TAT t0+3600s, +1200s, at t0+1s: 1199 s to wait.
+    r = store.apply_now(req);
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.retry_after_us, 1199 * sec) << "got=" << r.retry_after_us;
+    // The refused request took nothing from the per-second window either.
+    EXPECT_EQ(remaining(store.apply_now(read), 0), (std::vector<std::uint64_t>{1, 0}));
+}
+
+TEST(EmbeddedStore, RefusedOpConsumesNothingForAnyOp)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    const auto big = op("recipients", "alice", rates({{10, 3600s}}));
+    const auto small = op("per_ip", "192.0.2.1", rates({{1, 3600s}}));
+    EXPECT_TRUE(store.apply_now(request({big, small})).allowed);
+
+    const StoreResult r = store.apply_now(request({big, small}));
+    EXPECT_FALSE(r.allowed);
+    ASSERT_TRUE(r.refused_op.has_value());
+    EXPECT_EQ(*r.refused_op, 1u);
+    EXPECT_TRUE(r.ops[0].allowed) << "the op with room is not itself refused";
+    EXPECT_FALSE(r.ops[1].allowed);
+
+    auto read = big;
+    read.cost = 0;
+    const StoreResult after = store.apply_now(request({read}));
+    EXPECT_EQ(remaining(after, 0), std::vector<std::uint64_t>{9})
+        << "got=" << show(remaining(after, 0)) << " want=9 (only the first request counted)";
+}
+
+TEST(EmbeddedStore, OverridesReplaceInheritAndRemove)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto alice = op("per_login", "alice@example.com", rates({{5, 3600s}}), 0);
+    alice.parent = "@example.com";
+    const auto read = [&] { return store.apply_now(request({alice})).ops[0]; };
+
+    OpOutcome o = read();
+    EXPECT_EQ(o.source, OpOutcome::Source::config);
+    EXPECT_EQ(o.effective, rates({{5, 3600s}}));
+
+    store.set_override(LimitKey::sasl_username, "@example.com", "per_login", rates({{20, 3600s}}));
+    o = read();
+    EXPECT_EQ(o.source, OpOutcome::Source::override_parent);
+    EXPECT_EQ(o.effective, rates({{20, 3600s}}));
+
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "per_login", rates({{7, 60s}}));
+    o = read();
+    EXPECT_EQ(o.source, OpOutcome::Source::override_value) << "the value's own override wins";
+    EXPECT_EQ(o.effective, rates({{7, 60s}}));
+
+    // Another limit's override, or another key type's, does not apply.
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "other_limit", rates({{1, 60s}}));
+    store.set_override(LimitKey::sender, "alice@example.com", "per_login", rates({{1, 60s}}));
+    EXPECT_EQ(read().effective, rates({{7, 60s}}));
+
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "per_login", std::nullopt);
+    EXPECT_EQ(read().source, OpOutcome::Source::override_parent) << "removed: the parent's again";
+    store.set_override(LimitKey::sasl_username, "@example.com", "per_login", std::nullopt);
+    EXPECT_EQ(read().source, OpOutcome::Source::config);
+    EXPECT_EQ(read().effective, rates({{5, 3600s}}));
+
+    // No parent: a parent-level override is not looked at.
+    auto bob = op("per_login", "bob@example.com", rates({{5, 3600s}}));
+    store.set_override(LimitKey::sasl_username, "@example.com", "per_login", rates({{20, 3600s}}));
+    EXPECT_EQ(store.apply_now(request({bob})).ops[0].source, OpOutcome::Source::config);
+}
+
+TEST(EmbeddedStore, UnlimitedOverrideAllowsAndKeepsNoState)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    store.set_override(LimitKey::sasl_username, "vip", "per_login", RateSpec{RateSpec::Kind::unlimited, {}});
+    auto vip = op("per_login", "vip", rates({{1, 3600s}}));
+    vip.once_per_instance = true;
+    for (int i = 0; i < 5; ++i) {
+        const StoreResult r = store.apply_now(request({vip}, "Q1"));
+        EXPECT_TRUE(r.allowed) << "request " << i;
+        EXPECT_TRUE(r.ops[0].windows.empty()) << "request " << i;
+        EXPECT_FALSE(r.ops[0].already_counted) << "request " << i;
+        EXPECT_EQ(r.ops[0].effective.kind, RateSpec::Kind::unlimited);
+    }
+    EXPECT_EQ(store.entries(), 0u) << "neither state nor an instance set";
+}
+
+TEST(EmbeddedStore, ZeroOverrideBlocks)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    store.set_override(LimitKey::sasl_username, "spammer", "per_login", RateSpec{RateSpec::Kind::rates, {{0, 1s}}});
+    const StoreResult r = store.apply_now(request({op("per_login", "spammer", rates({{100, 3600s}}))}));
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.retry_after_us, sec);
+    EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{0});
+    // A blocked key is still counted (refused attempts), and that state expires.
+    EXPECT_EQ(store.entries(), 1u);
+    clock.advance(2s);
+    EXPECT_EQ(store.sweep(), 1u);
+    EXPECT_EQ(store.entries(), 0u);
+}
+
+TEST(EmbeddedStore, CountsAMessageOncePerInstance)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto msgs = op("messages", "alice", rates({{5, 3600s}}));
+    msgs.once_per_instance = true;
+
+    struct Step {
+        std::string instance;
+        bool already_counted;
+        std::uint64_t remaining;
+    };
+    const std::vector<Step> steps = {
+        {"Q1", false, 4}, {"Q1", true, 4}, {"Q1", true, 4}, {"Q2", false, 3},
+        {"Q1", true, 3},  {"", false, 2},  {"", false, 1}, // no instance: counts every time
+    };
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        const StoreResult r = store.apply_now(request({msgs}, steps[i].instance));
+        EXPECT_TRUE(r.allowed) << "step " << i;
+        EXPECT_EQ(r.ops[0].already_counted, steps[i].already_counted) << "step " << i;
+        EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{steps[i].remaining})
+            << "step " << i << " got=" << show(remaining(r, 0));
+    }
+
+    // The marker lives for the instance TTL; after it the same instance counts again.
+    clock.advance(relayguard::default_instance_ttl + 1s);
+    const StoreResult r = store.apply_now(request({msgs}, "Q1"));
+    EXPECT_FALSE(r.ops[0].already_counted);
+}
+
+TEST(EmbeddedStore, RefusedRequestDoesNotMarkTheInstance)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto msgs = op("messages", "alice", rates({{5, 3600s}}));
+    msgs.once_per_instance = true;
+    const auto blocked = op("rcpt", "alice", rates({{0, 1s}}));
+
+    EXPECT_FALSE(store.apply_now(request({msgs, blocked}, "Q1")).allowed);
+    const StoreResult r = store.apply_now(request({msgs}, "Q1"));
+    EXPECT_FALSE(r.ops[0].already_counted) << "the refused request did not count the message";
+    EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{4}) << "got=" << show(remaining(r, 0));
+}
+
+TEST(EmbeddedStore, ShadowOpsCountButDoNotRefuse)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto shadow = op("trial", "alice", rates({{1, 3600s}}));
+    shadow.shadow = true;
+    const auto enforcing = op("per_login", "alice", rates({{10, 3600s}}));
+
+    StoreResult r = store.apply_now(request({shadow, enforcing}));
+    EXPECT_TRUE(r.allowed);
+    EXPECT_FALSE(r.refused_op.has_value());
+    EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{0}) << "an allowed shadow op consumes";
+
+    r = store.apply_now(request({shadow, enforcing}));
+    EXPECT_TRUE(r.allowed) << "a full shadow limit only reports";
+    ASSERT_TRUE(r.refused_op.has_value());
+    EXPECT_EQ(*r.refused_op, 0u);
+    EXPECT_FALSE(r.ops[0].allowed);
+    EXPECT_EQ(r.retry_after_us, 3600 * sec) << "got=" << r.retry_after_us;
+    EXPECT_EQ(remaining(r, 1), std::vector<std::uint64_t>{8}) << "the enforcing op consumed";
+
+    // The refused shadow op wrote nothing: its TAT is still one period ahead, not two.
+    auto read = shadow;
+    read.cost = 0;
+    EXPECT_EQ(store.apply_now(request({read})).ops[0].windows[0].full_in_us, 3600 * sec);
+}
+
+TEST(EmbeddedStore, ReportsEnforcingRefusalBeforeLongerShadowRefusal)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto shadow = op("trial", "alice", rates({{1, 86400s}}));
+    shadow.shadow = true;
+    const auto minute = op("per_minute", "alice", rates({{1, 60s}}));
+    const auto hour = op("per_hour", "bob", rates({{1, 3600s}}));
+    EXPECT_TRUE(store.apply_now(request({shadow, minute, hour})).allowed);
+
+    const StoreResult r = store.apply_now(request({shadow, minute, hour}));
+    EXPECT_FALSE(r.allowed);
+    ASSERT_TRUE(r.refused_op.has_value());
+    EXPECT_EQ(*r.refused_op, 2u) << "the enforcing op with the longest retry";
+    EXPECT_EQ(r.retry_after_us, 3600 * sec);
+}
+
+TEST(EmbeddedStore, ReadOnlyRequestChangesNothing)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto msgs = op("messages", "alice", rates({{3, 3600s}}));
+    msgs.once_per_instance = true;
+    for (int i = 0; i < 5; ++i) {
+        const StoreResult r = store.apply_now(request({msgs}, "Q1", false));
+        EXPECT_TRUE(r.allowed) << "request " << i;
+        EXPECT_FALSE(r.ops[0].already_counted) << "request " << i;
+        EXPECT_EQ(remaining(r, 0), std::vector<std::uint64_t>{2}) << "request " << i << " got=" << show(remaining(r, 0));
+    }
+    EXPECT_EQ(store.entries(), 0u);
+
+    // Also for a refusal: no refused counter is written.
+    const auto blocked = op("rcpt", "bob", rates({{0, 1s}}));
+    EXPECT_FALSE(store.apply_now(request({blocked}, "", false)).allowed);
+    EXPECT_EQ(store.entries(), 0u);
+}
+
+TEST(EmbeddedStore, StateExpiresWhenItsLastTatHasPassed)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    const auto hour = op("per_hour", "alice", rates({{1, 3600s}}));
+    const auto second = op("per_second", "alice", rates({{10, 1s}}));
+    EXPECT_TRUE(store.apply_now(request({hour})).allowed);
+    // A later request on the same key value touches only the short limit; the hash must still
+    // live until the hour limit's TAT has passed.
+    EXPECT_TRUE(store.apply_now(request({second})).allowed);
+    clock.advance(10s);
+    EXPECT_EQ(store.sweep(), 0u);
+    EXPECT_FALSE(store.apply_now(request({hour})).allowed) << "the hour limit kept its state";
+
+    clock.advance(3600s);
+    EXPECT_EQ(store.sweep(), 1u);
+    EXPECT_EQ(store.entries(), 0u);
+}
+
+// fill - `keys` fresh key values (user0, user1, ...), 100 ops per request to keep it quick;
+// each request also gets its own instance set.
+void fill(EmbeddedStore& store, std::size_t keys)
+{
+    constexpr std::size_t per_request = 100;
+    for (std::size_t first = 0; first < keys; first += per_request) {
+        std::vector<CounterOp> ops;
+        for (std::size_t i = first; i < std::min(keys, first + per_request); ++i) {
+            ops.push_back(op("per_login", fmt::format("user{}", i), rates({{1, 1s}})));
+            ops.back().once_per_instance = true;
+        }
+        ASSERT_TRUE(store.apply_now(request(std::move(ops), fmt::format("Q{}", first))).allowed);
+    }
+}
+
+TEST(EmbeddedStore, SweepDropsEveryExpiredEntry)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    constexpr std::size_t keys = 100'000;
+    fill(store, keys);
+    const std::size_t sets = keys / 100;
+    EXPECT_EQ(store.entries(), keys + sets) << "nothing has expired yet";
+    clock.advance(2s);
+    EXPECT_EQ(store.sweep(), keys) << "the state has expired, the instance sets have not";
+    EXPECT_EQ(store.entries(), sets);
+    clock.advance(relayguard::default_instance_ttl);
+    EXPECT_EQ(store.sweep(), sets);
+    EXPECT_EQ(store.entries(), 0u);
+}
+
+TEST(EmbeddedStore, ApplyAloneKeepsMemoryBounded)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    constexpr std::size_t keys = 100'000;
+    fill(store, keys);
+    EXPECT_EQ(store.entries(), keys + keys / 100);
+    clock.advance(relayguard::default_instance_ttl + 1s);
+    // No sweep() call: ordinary traffic alone must reclaim the expired entries.
+    const auto req = request({op("per_login", "steady", rates({{1000000, 1s}}))});
+    for (int i = 0; i < 20'000; ++i) store.apply_now(req);
+    EXPECT_LE(store.entries(), 1u) << "got=" << store.entries();
+}
+
+TEST(EmbeddedStore, ConcurrentRequestsShareOneLimitExactly)
+{
+    FakeClock clock; // time stands still: exactly `count` may ever pass
+    EmbeddedStore store(clock);
+    constexpr std::uint64_t count = 500;
+    constexpr int threads = 4;
+    constexpr int attempts = 400;
+    std::atomic<int> allowed{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            // Each request also has a per-thread op, so threads lock different shard sets in
+            // different op orders: the shard ordering must keep that deadlock-free.
+            const auto shared = op("global", "", rates({{count, 3600s}}));
+            const auto own = op("per_thread", fmt::format("thread{}", t), rates({{1000, 3600s}}));
+            for (int i = 0; i < attempts; ++i) {
+                const auto req = (i % 2 == 0) ? request({shared, own}) : request({own, shared});
+                if (store.apply_now(req).allowed) ++allowed;
+            }
+        });
+    }
+    for (auto& th : pool) th.join();
+    EXPECT_EQ(allowed.load(), static_cast<int>(count)) << "got=" << allowed.load() << " want=" << count;
+}
+
+TEST(EmbeddedStore, AwaitableApplyMatchesApplyNow)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    const auto req = request({op("per_login", "alice", rates({{1, 60s}}))});
+    boost::system::result<StoreResult, std::error_code> got = std::error_code{};
+    auto coro = store.apply(req);
+    // Drive the coroutine on a minimal io_context.
+    boost::asio::io_context io;
+    boost::asio::co_spawn(io, std::move(coro), [&](std::exception_ptr e, auto r) {
+        ASSERT_FALSE(e);
+        got = std::move(r);
+    });
+    io.run();
+    ASSERT_TRUE(got.has_value());
+    EXPECT_TRUE(got->allowed);
+    EXPECT_FALSE(store.apply_now(req).allowed) << "the awaitable consumed";
+}
+
+} // namespace
