@@ -8,7 +8,8 @@ set -eu
 
 pkgs="build-essential cmake ccache pkg-config git ca-certificates openssl
 libboost1.81-dev libhiredis-dev libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
-libgtest-dev libgmock-dev redis-server procps ${RELAYGUARD_DEPS_EXTRA:-}"
+libgtest-dev libgmock-dev redis-server procps netcat-openbsd
+postfix dovecot-core swaks libnet-ssleay-perl libio-socket-ssl-perl libidn12 ${RELAYGUARD_DEPS_EXTRA:-}"
 
 missing=""
 for p in $pkgs; do
@@ -23,6 +24,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 echo "install-deps: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# The end-to-end tests run private Postfix instances with their own config; the system-wide
+# Postfix stays unconfigured (and unstarted), so answer its debconf question before it is asked.
+case "$missing" in *" postfix"*)
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections ;;
+esac
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

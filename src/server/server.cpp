@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/acceptor.hpp"
+#include "server/limiter.hpp"
 #include "server/listener.hpp"
 #include "server/worker.hpp"
 
@@ -50,6 +51,25 @@ void warn_restart_needed(const ServerConfig& running, const ServerConfig& wanted
     if (running.socket_group != wanted.socket_group) warn("socket_group");
 }
 
+// warn_store_restart_needed - the store and its connections are made at start.
+void warn_store_restart_needed(const StoreConfig& running, const StoreConfig& wanted)
+{
+    const auto& a = running.redis;
+    const auto& b = wanted.redis;
+    const bool redis_changed = a.address != b.address || a.username != b.username || a.password != b.password ||
+                               a.database != b.database || a.command_timeout != b.command_timeout ||
+                               a.connect_timeout != b.connect_timeout || a.tls_ca_file != b.tls_ca_file ||
+                               a.tls_cert_file != b.tls_cert_file || a.tls_key_file != b.tls_key_file ||
+                               a.tls_server_name != b.tls_server_name || a.tls_verify != b.tls_verify;
+    const auto warn = [](std::string_view key) {
+        spdlog::warn("reload: store.{} changed; the new value takes effect after a restart", key);
+    };
+    if (running.type != wanted.type) warn("type");
+    if (running.key_prefix != wanted.key_prefix) warn("key_prefix");
+    if (running.instance_ttl != wanted.instance_ttl) warn("instance_ttl");
+    if (redis_changed) warn("redis");
+}
+
 } // namespace
 
 struct Server::Impl {
@@ -65,6 +85,7 @@ struct Server::Impl {
     // Declaration order is destruction order reversed: acceptors (on worker 0's io_context)
     // go before the workers, and the limit, which sessions release into, after them.
     ConnectionLimit limit{default_max_connections};
+    std::unique_ptr<server_detail::LimiterShared> limits; // outlives the workers' Limiters
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<AcceptorSet> acceptors;
     std::vector<std::thread> threads;
@@ -132,9 +153,10 @@ void Server::start()
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
 
     impl_->limit.set_max(config.max_connections);
+    impl_->limits = std::make_unique<server_detail::LimiterShared>(impl_->snapshot->config.store);
     std::vector<Worker*> workers;
     for (unsigned i = 0; i < count; ++i) {
-        impl_->workers.push_back(std::make_unique<Worker>(i, impl_->snapshot));
+        impl_->workers.push_back(std::make_unique<Worker>(i, impl_->snapshot, *impl_->limits));
         workers.push_back(impl_->workers.back().get());
     }
     impl_->acceptors = std::make_unique<AcceptorSet>(workers, impl_->limit);
@@ -169,6 +191,7 @@ void Server::reload(std::shared_ptr<const Snapshot> snapshot)
     if (!snapshot) return;
     std::lock_guard lock(impl_->mutex);
     if (impl_->state != Impl::State::created) warn_restart_needed(impl_->bound_config, snapshot->config.server);
+    if (impl_->limits) warn_store_restart_needed(impl_->limits->config(), snapshot->config.store);
     impl_->snapshot = snapshot;
     for (auto& w : impl_->workers)
         boost::asio::post(w->context(), [w = w.get(), snapshot] { w->set_snapshot(snapshot); });

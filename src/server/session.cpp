@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <exception>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -25,6 +26,7 @@
 #include <spdlog/spdlog.h>
 
 #include <relayguard/action.hpp>
+#include <relayguard/rate_stage.hpp>
 #include <relayguard/request_parser.hpp>
 #include <relayguard/strings.hpp>
 
@@ -105,7 +107,8 @@ public:
 private:
     awaitable<void> serve();
     awaitable<void> watch();
-    RequestParser::Status answer();
+    awaitable<RequestParser::Status> answer();
+    awaitable<void> answer_one(const Snapshot& snapshot);
     void log_decision(const Decision& decision) const;
 
     // arm_read_deadline - the deadline of the next read. Deadlines are plain time_points that
@@ -200,7 +203,7 @@ awaitable<void> Session<Socket>::serve()
         parser_.commit(n);
 
         out_.clear();
-        const RequestParser::Status status = answer();
+        const RequestParser::Status status = co_await answer();
         if (!out_.empty()) {
             // Several requests read at once (a client that did not wait for each reply) are
             // answered in order, in one write.
@@ -272,18 +275,53 @@ awaitable<void> Session<Socket>::watch()
 // answer - decide every complete buffered request and append its reply to out_; returns the
 // parser status that ended the batch (need_more or error).
 template <class Socket>
-RequestParser::Status Session<Socket>::answer()
+awaitable<RequestParser::Status> Session<Socket>::answer()
 {
     // Every request of this batch sees the snapshot the worker has now; reload() swaps it
-    // between batches, never during one.
-    const Snapshot& snapshot = worker_.snapshot();
+    // between batches, never during one. The copy keeps it alive across a store await.
+    const std::shared_ptr<const Snapshot> snapshot = worker_.snapshot_ptr();
     RequestParser::Status status;
-    while ((status = parser_.next(request_)) == RequestParser::Status::request) {
-        const Decision decision = decide(request_, snapshot);
-        log_decision(decision);
+    while ((status = parser_.next(request_)) == RequestParser::Status::request) co_await answer_one(*snapshot);
+    co_return status;
+}
+
+// answer_one - the static checks, then (if they pass) the rate limits: the one step that may
+// wait, on the store. Appends the reply to out_.
+template <class Socket>
+awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
+{
+    const Decision decision = decide(request_, snapshot);
+    log_decision(decision);
+    if (decision.outcome == Decision::Outcome::refuse) {
         append_reply(out_, decision.reply);
+        co_return;
     }
-    return status;
+    std::optional<RatePlan> plan = plan_rate_limits(request_, snapshot, decision);
+    if (!plan) {
+        append_reply(out_, decision.reply);
+        co_return;
+    }
+    const StoreConfig& store = snapshot.config.store;
+    const LimitOutcome outcome = co_await worker_.limiter().check(plan->request, store.on_error);
+    switch (outcome.kind) {
+    case LimitOutcome::Kind::fail_open:
+        append_reply(out_, decision.reply);
+        co_return;
+    case LimitOutcome::Kind::defer:
+        // The failure itself is logged once per outage by the limiter, not per request.
+        append_reply(out_, store.defer_reply);
+        co_return;
+    case LimitOutcome::Kind::result: break;
+    }
+    const RateVerdict verdict = judge_rate_limits(*plan, outcome.result);
+    for (const auto& shadowed : verdict.shadowed)
+        spdlog::info("{}", format_decision_log(request_, Check::rate_limits, shadowed.reply, true, shadowed.reason));
+    if (verdict.refuse) {
+        spdlog::info("{}", format_decision_log(request_, Check::rate_limits, verdict.reply, false, verdict.reason));
+        append_reply(out_, verdict.reply);
+        co_return;
+    }
+    append_reply(out_, decision.reply);
 }
 
 // log_decision - one info line per refusal and per shadowed failure; passes only at debug.

@@ -9,12 +9,14 @@
 
 namespace relayguard::server_detail {
 
-Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot)
+Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits)
     : index_(index),
       work_(boost::asio::make_work_guard(ctx_)),
       snapshot_(std::move(snapshot)),
-      force_timer_(ctx_)
+      force_timer_(ctx_),
+      limiter_(ctx_, limits)
 {
+    limiter_.start();
 }
 
 void Worker::run() noexcept
@@ -36,7 +38,14 @@ void Worker::run() noexcept
 void Worker::remove(SessionHandle* session) noexcept
 {
     sessions_.erase(session);
-    if (stopping_ && sessions_.empty()) force_timer_.cancel();
+    if (stopping_ && sessions_.empty()) drained();
+}
+
+// drained - stopping and the last session is gone: end what else keeps the loop running.
+void Worker::drained() noexcept
+{
+    force_timer_.cancel();
+    limiter_.close();
 }
 
 void Worker::stop(std::chrono::milliseconds shutdown_timeout)
@@ -45,7 +54,10 @@ void Worker::stop(std::chrono::milliseconds shutdown_timeout)
     stopping_ = true;
     // Without the guard, run() returns once the last session and timer are gone.
     work_.reset();
-    if (sessions_.empty()) return;
+    if (sessions_.empty()) {
+        drained();
+        return;
+    }
 
     // Copies: a session may leave the set while we walk it.
     for (auto* s : std::vector<SessionHandle*>(sessions_.begin(), sessions_.end())) s->on_stop();

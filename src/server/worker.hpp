@@ -22,6 +22,8 @@
 
 #include <relayguard/policy.hpp>
 
+#include "server/limiter.hpp"
+
 namespace relayguard::server_detail {
 
 // Accepted sockets live on their worker's io_context; naming its executor type directly avoids
@@ -107,7 +109,7 @@ protected:
 
 class Worker {
 public:
-    Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot);
+    Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
@@ -119,6 +121,9 @@ public:
 
     // The rest: on this worker's thread only.
     const Snapshot& snapshot() const noexcept { return *snapshot_; }
+    // snapshot_ptr - for work that awaits (the store): keeps the snapshot alive across a reload.
+    const std::shared_ptr<const Snapshot>& snapshot_ptr() const noexcept { return snapshot_; }
+    Limiter& limiter() noexcept { return limiter_; }
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot) noexcept { snapshot_ = std::move(snapshot); }
     bool stopping() const noexcept { return stopping_; }
     void add(SessionHandle* session) { sessions_.insert(session); }
@@ -141,6 +146,9 @@ private:
     std::unordered_set<SessionHandle*> sessions_;
     bool stopping_ = false;
     boost::asio::steady_timer force_timer_;
+    Limiter limiter_;
+
+    void drained() noexcept;
 };
 
 } // namespace relayguard::server_detail
