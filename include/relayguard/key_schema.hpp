@@ -7,6 +7,13 @@
 //                          "unlimited" | "0"; never expires
 //   PREFIX{i:INSTANCE}     set, "LIMIT|TAG:VALUE" members: messages already counted for one
 //                          SMTP transaction; expires after the instance TTL
+//   PREFIX{l:LOGIN}:s      hash, a suspended login: "reason", "since" (unix s), "until" (unix s,
+//                          0 = until lifted), "by" ("operator NAME" | "automatic"); expires
+//                          by itself at "until"
+//   PREFIX{suspended}      sorted set, LOGIN -> since: the index `relayguardctl suspended` lists
+//                          (entries whose :s key is gone are stale and skipped/cleaned)
+//   PREFIX{own:KEY}        set, logins that own KEY, an address or "@domain" (lower case)
+//   PREFIX{domains}        set, local domains (lower case)
 // TAG: l (sasl_username), s (sender), sd (sender_domain), c (client_address), rd
 // (recipient_domain), g (global). VALUE is the normalized key value with every byte outside
 // [A-Za-z0-9@._+/:-] written as %XX, so any byte of a login or address is safe and '{' '}'
@@ -29,6 +36,10 @@ std::string override_key(std::string_view prefix, LimitKey key, std::string_view
 std::string instance_key(std::string_view prefix, std::string_view instance);
 // The member of an instance set for one op: "LIMIT|TAG:VALUE" (VALUE escaped).
 std::string instance_member(std::string_view limit, LimitKey key, std::string_view value);
+std::string suspension_key(std::string_view prefix, std::string_view login);
+std::string suspended_index_key(std::string_view prefix);
+std::string owners_key(std::string_view prefix, std::string_view address_or_at_domain);
+std::string domains_key(std::string_view prefix);
 // Hash fields.
 std::string tat_field(std::string_view limit, std::chrono::seconds period);
 std::string refused_field(std::string_view limit);

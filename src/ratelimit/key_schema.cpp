@@ -109,3 +109,35 @@ std::string refused_field(std::string_view limit)
 }
 
 } // namespace relayguard
+
+namespace relayguard {
+
+std::string suspension_key(std::string_view prefix, std::string_view login)
+{
+    return state_key(prefix, LimitKey::sasl_username, login) + ":s";
+}
+
+std::string suspended_index_key(std::string_view prefix)
+{
+    std::string out(prefix);
+    out += "{suspended}";
+    return out;
+}
+
+std::string owners_key(std::string_view prefix, std::string_view address_or_at_domain)
+{
+    std::string out(prefix);
+    out += "{own:";
+    out += escape_key_value(address_or_at_domain);
+    out += '}';
+    return out;
+}
+
+std::string domains_key(std::string_view prefix)
+{
+    std::string out(prefix);
+    out += "{domains}";
+    return out;
+}
+
+} // namespace relayguard

@@ -35,9 +35,9 @@ namespace {
 // RCPT request, 3 ops with 2 windows each on 3 key values, one inheriting a domain override:
 // 1 + 3 + 1 + 3 + 3 + 3 = 14 calls; 17 when one op counts messages (SMISMEMBER, SADD, EXPIRE).
 // Measured side by side on this project's (loaded, 2-core) machine, Redis 7.0.15, CPU time of
-// the server under redis-benchmark: ~107 µs per such request against ~37 µs for the design's
+// the server under redis-benchmark: ~110 µs per such request against ~38 µs for the design's
 // 10-call reference script (HMGET, HSET, PEXPIRE per entity), so ~55 µs in the design's units
-// (where the reference took 19 µs). Of the 107: ~8 µs taking the 49 arguments, ~20 µs the 14
+// (where the reference took 19 µs). Of the 110: ~8 µs taking the 49 arguments, ~20 µs the 14
 // calls, the rest Lua (here ~0.3 µs per tonumber() or table, ~1 µs per number sent to a call).
 // HGETALL, not HMGET of the op's fields: the same one call, and it also tells whether the hash
 // exists, which decides how to set its expiry: a new hash gets PEXPIRE, an existing one PEXPIRE

@@ -6,6 +6,7 @@
 // field by field; any other shape is errc::protocol_error, never a guess.
 #include <relayguard/redis_store.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <optional>
@@ -86,7 +87,7 @@ private:
 
 constexpr long long max_ll = std::numeric_limits<long long>::max();
 
-// decode - the script's reply (see rate_script.cpp) into a StoreResult for `nops` ops.
+// decode - the script's reply (see rate_script.cpp) into a StoreResult for `request`.
 std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& request)
 {
     const std::size_t nops = request.ops.size();
@@ -123,7 +124,8 @@ std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& reques
         for (const Rate& rate : op.effective.rates) {
             WindowUsage w;
             w.rate = rate;
-            w.remaining = static_cast<std::uint64_t>(in.integer(0, static_cast<long long>(rate.count)));
+            const auto most = static_cast<long long>(std::min<std::uint64_t>(rate.count, max_ll));
+            w.remaining = static_cast<std::uint64_t>(in.integer(0, most));
             w.full_in_us = in.integer(0, max_ll);
             op.windows.push_back(w);
         }
@@ -159,9 +161,9 @@ boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
         const bool once = op.once_per_instance && !request.instance.empty();
         const bool has_parent = !op.parent.empty();
         keys.push_back(state_key(prefix_, op.key, op.value));
-        std::string okey = override_key(prefix_, op.key, op.value);
-        keys.push_back(has_parent ? override_key(prefix_, op.key, op.parent) : okey);
-        keys.insert(keys.end() - 1, std::move(okey));
+        keys.push_back(override_key(prefix_, op.key, op.value));
+        // No parent: the override hash again (the script does not read it; has_parent is 0).
+        keys.push_back(has_parent ? override_key(prefix_, op.key, op.parent) : keys.back());
         args.push_back(op.limit);
         args.push_back(std::to_string(op.cost));
         args.emplace_back(once ? "1" : "0");

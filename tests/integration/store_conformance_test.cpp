@@ -379,6 +379,16 @@ const std::vector<Scenario>& scenarios()
                           ok_but(req({s, e}), 0, 3600 * sec, {refused({0}), rem({7})}), ok(req({read}), {rem({0})})}});
         }
         {
+            const auto s = shadow(op("trial", "alice", "1/1m, 10/1h"));
+            const auto e = op("per_login", "alice", "10/1h");
+            auto read = s;
+            read.cost = 0;
+            t.push_back({"refused_shadow_op_writes_none_of_its_windows",
+                         {ok(req({s, e}), {rem({0, 9}), rem({9})}),
+                          ok_but(req({s, e}), 0, 60 * sec, {refused({0, 8}), rem({8})}),
+                          ok(req({read}), {rem({0, 9})})}});
+        }
+        {
             const auto s = shadow(op("trial", "alice", "1/1d"));
             const auto minute = op("per_minute", "alice", "1/1m");
             const auto hour = op("per_hour", "bob", "1/1h");

@@ -304,6 +304,25 @@ TEST(EmbeddedStore, ShadowOpsCountButDoNotRefuse)
     EXPECT_EQ(store.apply_now(request({read})).ops[0].windows[0].full_in_us, 3600 * sec);
 }
 
+TEST(EmbeddedStore, RefusedShadowOpWritesNoneOfItsWindows)
+{
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    // The minute window refuses the second request; the hour window alone would have room.
+    auto shadow = op("trial", "alice", rates({{1, 60s}, {10, 3600s}}));
+    shadow.shadow = true;
+    EXPECT_TRUE(store.apply_now(request({shadow})).allowed);
+    const StoreResult r = store.apply_now(request({shadow}));
+    EXPECT_TRUE(r.allowed);
+    EXPECT_FALSE(r.ops[0].allowed);
+    EXPECT_EQ(r.retry_after_us, 60 * sec) << "got=" << r.retry_after_us;
+
+    auto read = shadow;
+    read.cost = 0;
+    EXPECT_EQ(remaining(store.apply_now(request({read})), 0), (std::vector<std::uint64_t>{0, 9}))
+        << "the hour window took nothing from the refused op";
+}
+
 TEST(EmbeddedStore, ReportsEnforcingRefusalBeforeLongerShadowRefusal)
 {
     FakeClock clock;
