@@ -179,6 +179,7 @@ void print_usage(std::FILE* to)
         RELAYGUARD_SAMPLES_DIR "/postfix-3.7");
 }
 
+// parse_number - the whole of `text` as a number (doubles: finite, not negative).
 template <class T>
 bool parse_number(std::string_view text, T& out)
 {
@@ -329,6 +330,7 @@ struct Target {
     Protocol::endpoint endpoint;
 };
 
+// parse_target - an endpoint for --connect or --serve-dunno; nullopt with `error` set if bad.
 std::optional<Target> parse_target(std::string_view text, std::string& error)
 {
     if (text.starts_with("unix:")) {
@@ -421,6 +423,7 @@ struct ProcSample {
     std::uint64_t hwm_kib = 0;   // VmHWM: peak over the process's whole life
 };
 
+// read_proc - CPU and memory of process `pid` now; ok = false when it cannot be read (gone).
 ProcSample read_proc(long pid)
 {
     ProcSample sample;
@@ -466,6 +469,7 @@ awaitable<boost::system::error_code> connect_to(Socket& s, const Target& target)
     co_return ec;
 }
 
+// own_cpu_us - this process's user + system CPU time, all threads.
 std::uint64_t own_cpu_us()
 {
     rusage usage{};
@@ -932,6 +936,8 @@ private:
         }
     }
 
+    // run_connection - one Postfix-like client: connect, exchange until the connection fails,
+    // re-connect (after reconnect_backoff if the connect failed), until the run stops.
     awaitable<void> run_connection(Worker& w, Connection& c)
     {
         while (!stopping()) {
@@ -996,6 +1002,7 @@ private:
         }
     }
 
+    // fail - count a connection that broke while a reply was awaited (not after the run ended).
     void fail(Worker& w, Connection& c)
     {
         c.busy = false;
@@ -1004,6 +1011,7 @@ private:
         else ++w.stats.closed;
     }
 
+    // record - count one reply received inside the measuring window (and at most --requests).
     void record(Worker& w, std::string_view reply, Clock::duration latency)
     {
         if (!measuring()) return;
@@ -1025,6 +1033,7 @@ private:
         w.stats.count_action(reply.substr(0, reply.find_first_of(" \t\n")));
     }
 
+    // collect - merge the threads' figures; latencies sorted for the percentiles.
     LoadResult collect()
     {
         LoadResult& r = result_;
@@ -1113,6 +1122,7 @@ std::string json_proc(const ProcSample& start, const ProcSample& end, long pid, 
                        end.hwm_kib);
 }
 
+// print_load_json - the one line run-matrix.sh collects (keys documented in bench/RESULTS.md).
 void print_load_json(const LoadResult& r, const Options& o)
 {
     const auto& l = r.stats.latency_ns;
@@ -1212,6 +1222,8 @@ struct IdleResult {
     ProcSample before, opened, end;
 };
 
+// run_idle - open --idle connections (idle_connect_parallelism at a time), hold them for
+// --duration, close them; the daemon's memory before, once open, and at the end of the hold.
 IdleResult run_idle(const Options& options, const Target& target)
 {
     if (auto error = raise_fd_limit(static_cast<rlim_t>(options.idle_connections) + fd_headroom))
@@ -1398,6 +1410,7 @@ private:
         }
     }
 
+    // session - answer every complete request on one connection, pipelined ones too.
     static awaitable<void> session(Socket socket)
     {
         static constexpr std::string_view reply = "action=DUNNO\n\n";
@@ -1432,6 +1445,7 @@ private:
     bool unix_ = false;
 };
 
+// serve_dunno - --serve-dunno: serve until SIGINT or SIGTERM, then exit 0.
 int serve_dunno(const Options& options, const Target& target)
 {
     // Blocked here so that sigwait() below, not a worker thread, takes them.
