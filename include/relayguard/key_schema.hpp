@@ -2,7 +2,9 @@
 // key_schema.hpp - the Redis key schema, defined once (daemon and relayguardctl share it).
 //
 //   PREFIX{TAG:VALUE}      hash, rate state of one key value: "t:LIMIT:PERIOD" -> TAT (µs),
-//                          "r:LIMIT" -> refused attempts; expires when every TAT has passed
+//                          "n:LIMIT:PERIOD" -> the count that TAT was computed at (a changed
+//                          rate carries the units used over), "r:LIMIT" -> refused attempts;
+//                          expires when every TAT has passed
 //   PREFIX{TAG:VALUE}:o    hash, overrides of that key value: "LIMIT" -> "100/60s,..." |
 //                          "unlimited" | "0"; never expires
 //   PREFIX{i:INSTANCE}     set, "LIMIT|TAG:VALUE" members: messages already counted for one
@@ -42,6 +44,7 @@ std::string owners_key(std::string_view prefix, std::string_view address_or_at_d
 std::string domains_key(std::string_view prefix);
 // Hash fields.
 std::string tat_field(std::string_view limit, std::chrono::seconds period);
+std::string rate_count_field(std::string_view limit, std::chrono::seconds period);
 std::string refused_field(std::string_view limit);
 
 } // namespace relayguard

@@ -55,6 +55,12 @@ struct GcraResult {
 };
 GcraResult gcra(std::int64_t tat, std::int64_t now, const Rate& rate, std::uint64_t cost) noexcept;
 
+// rescale_tat - a window's TAT written at `was` units per period, as it reads at `count` units
+// per period: the units already used carry over when a window's rate changes (an override set,
+// raised, lowered or lifted), instead of the old TAT being read as that much time at the new rate.
+// Unchanged when was == count, count == 0 or the TAT has passed. Mirrored by the Redis script.
+std::int64_t rescale_tat(std::int64_t tat, std::int64_t now, std::uint64_t was, std::uint64_t count) noexcept;
+
 // What a limit is keyed by (Postfix attribute names, verbatim, where there is one).
 enum class LimitKey : unsigned char {
     sasl_username,    // the login

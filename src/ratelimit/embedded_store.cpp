@@ -9,6 +9,7 @@
 #include <relayguard/counter_store.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <atomic>
 #include <cassert>
 #include <limits>
@@ -307,15 +308,16 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
     struct Pending {
         std::size_t group;
         std::string field;
-        std::int64_t tat;
+        std::int64_t tat; // or, is_count, the count of a window's rate
+        bool is_count = false;
     };
     std::vector<Pending> pending;
-    const auto tat_of = [&](std::size_t g, const std::string& field) -> std::int64_t {
+    const auto value_of = [&](std::size_t g, const std::string& field) -> std::optional<std::int64_t> {
         for (auto it = pending.rbegin(); it != pending.rend(); ++it)
             if (it->group == g && it->field == field) return it->tat;
         if (const StateEntry* e = groups[g].entry)
             if (const Field* f = e->find(field)) return f->value;
-        return 0;
+        return std::nullopt;
     };
     for (std::size_t i = 0; i < n; ++i) {
         const CounterOp& op = ops[i];
@@ -329,7 +331,12 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         std::int64_t retry = 0;
         for (const Rate& rate : out.effective.rates) {
             std::string field = tat_field(op.limit, rate.period);
-            const std::int64_t tat = tat_of(group_of[i], field);
+            std::string count_field = rate_count_field(op.limit, rate.period);
+            std::int64_t tat = value_of(group_of[i], field).value_or(0);
+            // The TAT counts time at the rate it was written with; a changed rate (an override
+            // set or lifted) carries the units used over (rescale_tat, as the Redis script does).
+            const std::optional<std::int64_t> was = value_of(group_of[i], count_field);
+            if (was) tat = rescale_tat(tat, now, static_cast<std::uint64_t>(*was), rate.count);
             const GcraResult g = gcra(tat, now, rate, cost);
             const std::int64_t x = g.allowed ? g.new_tat : std::max(tat, now);
             out.windows.push_back(WindowUsage{rate, g.remaining, std::max<std::int64_t>(x - now, 0)});
@@ -338,6 +345,9 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
                 retry = std::max(retry, g.retry_after);
             } else if (cost > 0) {
                 pending.push_back(Pending{group_of[i], std::move(field), g.new_tat});
+                if (!was || static_cast<std::uint64_t>(*was) != rate.count)
+                    pending.push_back(Pending{group_of[i], std::move(count_field), static_cast<std::int64_t>(rate.count),
+                                              /*is_count=*/true});
             }
         }
         if (refused && !out.already_counted) {
@@ -373,7 +383,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
             std::vector<std::int64_t> last(groups.size(), none_tat);
             for (const auto& p : pending) {
                 entry_of(groups[p.group]).get(p.field).value = p.tat;
-                last[p.group] = std::max(last[p.group], p.tat);
+                if (!p.is_count) last[p.group] = std::max(last[p.group], p.tat);
             }
             // A state hash lives until its last TAT has passed: from then on it is worth
             // nothing, a fresh key behaves the same. Only ever extend an existing hash's life

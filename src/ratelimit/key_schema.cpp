@@ -112,6 +112,13 @@ std::string refused_field(std::string_view limit)
 
 namespace relayguard {
 
+std::string rate_count_field(std::string_view limit, std::chrono::seconds period)
+{
+    std::string out = tat_field(limit, period);
+    out[0] = 'n';
+    return out;
+}
+
 std::string suspension_key(std::string_view prefix, std::string_view login)
 {
     return state_key(prefix, LimitKey::sasl_username, login) + ":s";

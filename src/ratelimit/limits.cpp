@@ -207,6 +207,18 @@ std::string format_rate_spec(const RateSpec& spec)
 // The Redis script does the same in Lua doubles; every operand is an integer below 2^53, so
 // both sides round identically and agree bit for bit. Flooring inc loses < 1 µs per request.
 // XXX: with count > period in µs (more than 1e6 per second) a single unit floors to 0 µs.
+std::int64_t rescale_tat(std::int64_t tat, std::int64_t now, std::uint64_t was, std::uint64_t count) noexcept
+{
+    tat = std::clamp<std::int64_t>(tat, 0, max_time_us);
+    now = std::clamp<std::int64_t>(now, 0, max_time_us);
+    if (was == count || count == 0 || tat <= now) return tat;
+    // The same double operations, in the same order, as the script: (tat - now) * was / count.
+    const double scaled =
+        std::floor(static_cast<double>(tat - now) * static_cast<double>(was) / static_cast<double>(count));
+    const double limit = static_cast<double>(max_time_us - now);
+    return now + static_cast<std::int64_t>(std::min(scaled, limit));
+}
+
 GcraResult gcra(std::int64_t tat, std::int64_t now, const Rate& rate, std::uint64_t cost) noexcept
 {
     tat = std::clamp<std::int64_t>(tat, 0, max_time_us);

@@ -7,6 +7,7 @@
 #include <relayguard/redis_store.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <limits>
 #include <optional>
@@ -87,21 +88,48 @@ private:
 
 constexpr long long max_ll = std::numeric_limits<long long>::max();
 
-// decode - the script's reply (see rate_script.cpp) into a StoreResult for `request`.
-std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& request)
+// First element of the script's short reply; the detailed one starts with 0 or 1 (allowed).
+constexpr long long short_reply_tag = 2;
+
+// remaining - what gcra() reports for a window whose TAT is `full_in_us` ahead of now (the
+// x - now of gcra()): the same double operations, so the short reply need not carry it.
+std::uint64_t remaining(const Rate& rate, std::int64_t full_in_us)
+{
+    const std::int64_t period_us = rate.period.count() * 1'000'000;
+    if (rate.count == 0 || period_us <= 0) return 0;
+    const double rem = std::floor(static_cast<double>(period_us - full_in_us) * static_cast<double>(rate.count) /
+                                  static_cast<double>(period_us));
+    if (rem <= 0) return 0;
+    if (rem >= static_cast<double>(rate.count)) return rate.count;
+    return static_cast<std::uint64_t>(rem);
+}
+
+// effective_rates - the op's rates: the config's, or an override's canonical text.
+bool effective_rates(OpOutcome& op, const CounterOp& request_op, const std::string& spec)
+{
+    if (op.source == OpOutcome::Source::config) {
+        if (!spec.empty()) return false;
+        op.effective = request_op.defaults;
+        return true;
+    }
+    auto parsed = parse_rate_spec(spec);
+    if (!parsed) return false;
+    op.effective = std::move(*parsed);
+    return true;
+}
+
+// decode_detail - the detailed reply (consume == false): every field spelled out.
+bool decode_detail(ReplyCursor& in, const StoreRequest& request, const std::vector<std::size_t>& order,
+                   StoreResult& result)
 {
     const std::size_t nops = request.ops.size();
-    if (reply.type != Reply::Type::array) return std::nullopt;
-    ReplyCursor in(reply.elements);
-    StoreResult result;
     result.allowed = in.flag();
     const long long refused = in.integer(-1, static_cast<long long>(nops) - 1);
     result.retry_after_us = in.integer(0, max_ll);
-    if (in.integer(0, max_ll) != static_cast<long long>(nops) || !in.ok()) return std::nullopt;
-    if (refused >= 0) result.refused_op = static_cast<std::size_t>(refused);
-
-    result.ops.resize(nops);
-    for (std::size_t i = 0; i < nops; ++i) {
+    if (in.integer(0, max_ll) != static_cast<long long>(nops) || !in.ok()) return false;
+    if (refused >= 0) result.refused_op = order[static_cast<std::size_t>(refused)];
+    for (std::size_t k = 0; k < nops; ++k) {
+        const std::size_t i = order[k];
         OpOutcome& op = result.ops[i];
         op.allowed = in.flag();
         op.already_counted = in.flag();
@@ -109,17 +137,8 @@ std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& reques
         const std::string spec = in.text();
         op.retry_after_us = in.integer(0, max_ll);
         const long long nwindows = in.integer(0, max_reply_windows);
-        if (!in.ok()) return std::nullopt;
-        // The script sends the rates' text only for overrides; the config's are ours.
-        if (op.source == OpOutcome::Source::config) {
-            if (!spec.empty()) return std::nullopt;
-            op.effective = request.ops[i].defaults;
-        } else {
-            auto parsed = parse_rate_spec(spec);
-            if (!parsed) return std::nullopt;
-            op.effective = std::move(*parsed);
-        }
-        if (static_cast<std::size_t>(nwindows) != op.effective.rates.size()) return std::nullopt;
+        if (!in.ok() || !effective_rates(op, request.ops[i], spec)) return false;
+        if (static_cast<std::size_t>(nwindows) != op.effective.rates.size()) return false;
         op.windows.reserve(op.effective.rates.size());
         for (const Rate& rate : op.effective.rates) {
             WindowUsage w;
@@ -130,11 +149,73 @@ std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& reques
             op.windows.push_back(w);
         }
     }
-    if (!in.ok() || !in.at_end()) return std::nullopt;
+    return in.ok();
+}
+
+// decode_short - the short reply (consume == true): remaining and the window count follow from
+// the rates and full-in, the rates' text and a retry-after come only where they apply.
+bool decode_short(ReplyCursor& in, const StoreRequest& request, const std::vector<std::size_t>& order,
+                  StoreResult& result)
+{
+    const std::size_t nops = request.ops.size();
+    in.integer(short_reply_tag, short_reply_tag);
+    result.allowed = in.flag();
+    const long long refused = in.integer(-1, static_cast<long long>(nops) - 1);
+    result.retry_after_us = in.integer(0, max_ll);
+    if (!in.ok()) return false;
+    if (refused >= 0) result.refused_op = order[static_cast<std::size_t>(refused)];
+    for (std::size_t k = 0; k < nops; ++k) {
+        const std::size_t i = order[k];
+        OpOutcome& op = result.ops[i];
+        const long long code = in.integer(0, 11); // source x 4 + already x 2 + refused
+        op.source = static_cast<OpOutcome::Source>(code / 4);
+        op.already_counted = (code & 2) != 0;
+        op.allowed = (code & 1) == 0;
+        const std::string spec = op.source == OpOutcome::Source::config ? std::string() : in.text();
+        if (!in.ok() || !effective_rates(op, request.ops[i], spec)) return false;
+        op.windows.reserve(op.effective.rates.size());
+        for (const Rate& rate : op.effective.rates) {
+            const std::int64_t full_in = in.integer(0, max_ll);
+            op.windows.push_back(WindowUsage{rate, remaining(rate, full_in), full_in});
+        }
+        if (!op.allowed) op.retry_after_us = in.integer(0, max_ll);
+    }
+    return in.ok();
+}
+
+// decode - the script's reply (see rate_script.cpp) into a StoreResult for `request`. The reply
+// lists the ops in the script's order: its k-th op is request.ops[order[k]].
+std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& request, const std::vector<std::size_t>& order)
+{
+    if (reply.type != Reply::Type::array || order.size() != request.ops.size()) return std::nullopt;
+    ReplyCursor in(reply.elements);
+    StoreResult result;
+    result.ops.resize(request.ops.size());
+    const bool is_short = !reply.elements.empty() && reply.elements[0].type == Reply::Type::integer &&
+                          reply.elements[0].integer == short_reply_tag;
+    if (!(is_short ? decode_short(in, request, order, result) : decode_detail(in, request, order, result)))
+        return std::nullopt;
+    if (!in.at_end()) return std::nullopt;
     // The verdict must agree with the ops it summarizes.
     if (result.refused_op && result.ops[*result.refused_op].allowed) return std::nullopt;
     if (!result.allowed && !result.refused_op) return std::nullopt;
     return result;
+}
+
+// Entity - the ops of one request on one state hash (one key value), in request order.
+struct Entity {
+    std::string state_key;
+    std::string override_key;
+    std::vector<std::size_t> ops;
+};
+
+// index_of - the position of `value` in `list`, appended if missing.
+std::size_t index_of(std::vector<std::string>& list, std::string value)
+{
+    const auto it = std::find(list.begin(), list.end(), value);
+    if (it != list.end()) return static_cast<std::size_t>(it - list.begin());
+    list.push_back(std::move(value));
+    return list.size() - 1;
 }
 
 } // namespace
@@ -146,43 +227,82 @@ RedisStore::RedisStore(redis::Client& client, std::string key_prefix, std::chron
 
 boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
 {
+    // The script's arguments (layout in rate_script.cpp): the ops grouped by state hash, so that
+    // the script reads and writes each hash once; every name it needs is made here, not in Lua.
     const std::size_t n = request.ops.size();
+    std::vector<Entity> entities;
+    std::vector<std::string> parents; // parent override hashes
+    std::vector<std::string> members; // instance members
+    std::vector<std::size_t> parent_of(n, 0), member_of(n, 0); // 1-based; 0 none
+    for (std::size_t i = 0; i < n; ++i) {
+        const CounterOp& op = request.ops[i];
+        std::string key = state_key(prefix_, op.key, op.value);
+        auto it = std::find_if(entities.begin(), entities.end(), [&](const Entity& e) { return e.state_key == key; });
+        if (it == entities.end())
+            it = entities.insert(entities.end(), Entity{std::move(key), override_key(prefix_, op.key, op.value), {}});
+        it->ops.push_back(i);
+        if (!op.parent.empty()) parent_of[i] = 1 + index_of(parents, override_key(prefix_, op.key, op.parent));
+        // An empty instance cannot be deduplicated: such a message counts every time.
+        if (op.once_per_instance && !request.instance.empty())
+            member_of[i] = 1 + index_of(members, instance_member(op.limit, op.key, op.value));
+    }
+
+    // KEYS: the state hashes, their override hashes, the parents' override hashes (so that one
+    // EXISTS covers every override hash), the instance set.
     std::vector<std::string> keys;
+    keys.reserve(2 * entities.size() + parents.size() + 1);
+    for (const Entity& e : entities) keys.push_back(e.state_key);
+    for (const Entity& e : entities) keys.push_back(e.override_key);
+    const std::size_t first_parent = keys.size(); // KEYS index of parents[0], minus 1
+    for (std::string& p : parents) keys.push_back(std::move(p));
+    if (!members.empty()) keys.push_back(instance_key(prefix_, request.instance));
+
     std::vector<std::string> args;
-    keys.reserve(3 * n + 1);
-    args.reserve(3 + 11 * n);
+    args.reserve(5 + members.size() + 2 * entities.size() + 16 * n);
     args.emplace_back(request.consume ? "1" : "0");
     args.push_back(std::to_string(instance_ttl_.count()));
+    args.push_back(std::to_string(entities.size()));
     args.push_back(std::to_string(n));
-
-    bool any_once = false;
-    for (const CounterOp& op : request.ops) {
-        // An empty instance cannot be deduplicated: such a message counts every time.
-        const bool once = op.once_per_instance && !request.instance.empty();
-        const bool has_parent = !op.parent.empty();
-        keys.push_back(state_key(prefix_, op.key, op.value));
-        keys.push_back(override_key(prefix_, op.key, op.value));
-        // No parent: the override hash again (the script does not read it; has_parent is 0).
-        keys.push_back(has_parent ? override_key(prefix_, op.key, op.parent) : keys.back());
-        args.push_back(op.limit);
-        args.push_back(std::to_string(op.cost));
-        args.emplace_back(once ? "1" : "0");
-        args.push_back(once ? instance_member(op.limit, op.key, op.value) : std::string());
-        args.emplace_back(op.shadow ? "1" : "0");
-        args.emplace_back(has_parent ? "1" : "0");
-        // The config's rates as numbers; -1 for "unlimited".
-        if (op.defaults.kind == RateSpec::Kind::unlimited) {
-            args.emplace_back("-1");
-        } else {
-            args.push_back(std::to_string(op.defaults.rates.size()));
+    args.push_back(std::to_string(members.size()));
+    for (std::string& m : members) args.push_back(std::move(m));
+    std::vector<std::size_t> order; // the script's op order: entity by entity
+    order.reserve(n);
+    for (const Entity& e : entities) {
+        std::size_t fields = 0;
+        for (const std::size_t i : e.ops) {
+            const RateSpec& d = request.ops[i].defaults;
+            if (d.kind == RateSpec::Kind::rates) fields += 2 * d.rates.size(); // TAT and count fields
+        }
+        args.push_back(std::to_string(e.ops.size()));
+        args.push_back(std::to_string(fields));
+        for (const std::size_t i : e.ops) args.push_back(request.ops[i].limit);
+        for (const std::size_t i : e.ops) {
+            const CounterOp& op = request.ops[i];
+            if (op.defaults.kind != RateSpec::Kind::rates) continue;
             for (const Rate& rate : op.defaults.rates) {
-                args.push_back(std::to_string(rate.count));
-                args.push_back(std::to_string(rate.period.count()));
+                args.push_back(tat_field(op.limit, rate.period));
+                args.push_back(rate_count_field(op.limit, rate.period));
             }
         }
-        any_once = any_once || once;
+        for (const std::size_t i : e.ops) {
+            const CounterOp& op = request.ops[i];
+            args.push_back(std::to_string(2 * i + (op.shadow ? 1 : 0)));
+            args.push_back(std::to_string(op.cost));
+            args.push_back(std::to_string(member_of[i]));
+            args.push_back(parent_of[i] == 0 ? std::string("0") : std::to_string(first_parent + parent_of[i]));
+            // The config's rates as numbers; -1 for "unlimited".
+            if (op.defaults.kind == RateSpec::Kind::unlimited) {
+                args.emplace_back("-1");
+            } else {
+                args.push_back(std::to_string(op.defaults.rates.size()));
+                for (const Rate& rate : op.defaults.rates) {
+                    args.push_back(std::to_string(rate.count));
+                    args.push_back(std::to_string(rate.period.count()));
+                }
+            }
+            order.push_back(i);
+        }
     }
-    if (any_once) keys.push_back(instance_key(prefix_, request.instance));
 
     std::string error_text;
     auto reply = co_await client_.eval(rate_script(), keys, args, &error_text);
@@ -190,7 +310,7 @@ boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
         if (reply.error() == redis::errc::server_error) log_script_error(error_text);
         co_return Result(boost::system::in_place_error, reply.error());
     }
-    auto result = decode(*reply, request);
+    auto result = decode(*reply, request, order);
     if (!result) co_return Result(boost::system::in_place_error, make_error_code(redis::errc::protocol_error));
     co_return std::move(*result);
 }

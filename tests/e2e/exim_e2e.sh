@@ -5,8 +5,8 @@
 # Usage: exim_e2e.sh RELAYGUARD_BIN SOURCE_DIR [EXIM_CACHE_DIR]. Runs as root. Exim comes from
 # scripts/fetch-exim.sh (Debian's package unpacked, not installed: it conflicts with postfix).
 # Each case is an `exim -bh` SMTP session (ACLs live, no daemon, no port) driven by swaks --pipe;
-# relayguard runs on 127.0.0.1 under a temp dir and is stopped by pid on exit. First, a recorder
-# in relayguard's place checks the attributes the ACLs send.
+# relayguard and a redis-server run on 127.0.0.1 under a temp dir and are stopped by pid on exit.
+# First, a recorder in relayguard's place checks the attributes the ACLs send.
 set -euo pipefail
 
 bin=${1:?usage: exim_e2e.sh RELAYGUARD_BIN SOURCE_DIR [EXIM_CACHE_DIR]}
@@ -18,7 +18,7 @@ src=$(realpath "$src")
 # shellcheck source=lib.sh
 source "$src/tests/e2e/lib.sh"
 e2e_init e2e_exim
-e2e_need swaks
+e2e_need swaks redis-server redis-cli
 
 # A session (EHLO, AUTH, one message) must end within this: far below RELAYGUARD_TIMEOUT x the
 # number of requests, so a pass proves relayguard answered at once instead of Exim's readsocket
@@ -184,7 +184,8 @@ else
     e2e_fail attributes_sent "$recorded_bad"$'\n'"  (session: $tmp/recorded.session)"
 fi
 
-# --- relayguard.
+# --- relayguard, with Redis for its rate-limit counters and overrides.
+e2e_start_redis
 cat >"$tmp/relayguard.toml" <<EOF
 [server]
 listen = ["inet:127.0.0.1:$port_policy", "unix:$tmp/relayguard.sock"]
@@ -209,6 +210,8 @@ mechanisms = ["PLAIN", "LOGIN"]
 [checks.sender_ownership]
 reply = "553 5.7.1 Sender address rejected: not owned by this login (e2e)"
 EOF
+# No [[limit]] yet: it comes with a SIGHUP right before the rate-limit cases.
+e2e_store_config >>"$tmp/relayguard.toml"
 e2e_start_relayguard "$bin" "$tmp/relayguard.toml" "$port_policy"
 e2e_log "up: exim $exim, relayguard on 127.0.0.1:$port_policy (tmp $tmp)"
 
@@ -271,11 +274,27 @@ e2e_smtp_case keyword_reject_is_554 24 '^554 5\.7\.1 Forged local sender \(e2e\)
 e2e_smtp_case code_4xx_is_defer 24 '^451 4\.7\.0 Log in first \(e2e\)$' "$session_max_ms" -- \
     "${on587[@]}" --from someone@example.org --to alice@example.com
 
-# --- Rate limits: not wired into the daemon yet.
-# TODO(e1): when [[limit]] reaches the daemon, add here (before relayguard is stopped): a limit of
-# 3 recipients per login; a 4-recipient message from alice gets '^450 4\.7\.1 ' with the daemon's
-# text on the 4th RCPT (swaks exits 0: the other three were accepted); with the Redis store, an
-# override raising the limit lets the next message through.
+# --- Rate limits, counted in Redis: relayguard's "450 4.7.1 ..." becomes a defer of the RCPT
+# past the limit with relayguard's text, the limit holds for the next message, and an override
+# written into Redis lets alice's next message through at once (no reload, no restart).
+e2e_add_login_limit "$tmp/relayguard.toml" "$port_policy"
+limit_reply_re="^450 4\.7\.1 Rate limit $e2e_limit_name exceeded, retry in [0-9]+ seconds\$"
+e2e_smtp_case rate_limit_defers_recipient_past_limit 0 "$limit_reply_re" "$session_max_ms" -- \
+    "${on587[@]}" --auth CRAM-MD5 "${alice[@]}" --from alice@example.com \
+    --to rcpt1@example.net,rcpt2@example.net,rcpt3@example.net,rcpt4@example.net
+e2e_reply_count rate_limit_accepts_recipients_up_to_limit '^250 Accepted$' "$e2e_limit_count"
+e2e_reply_count rate_limit_defers_one_recipient '^450 ' 1
+e2e_reply_count rate_limit_message_accepted '^250 OK id=' 1
+e2e_check_retry_after rate_limit_retry_after
+e2e_smtp_case rate_limit_holds_for_next_message 24 "$limit_reply_re" "$session_max_ms" -- \
+    "${on587[@]}" --auth CRAM-MD5 "${alice[@]}" --from alice@example.com --to rcpt5@example.net
+e2e_check_limit_state rate_limit_counted_in_redis alice@example.com
+# alice has used 3 recipients: raised to 100 an hour she has 97 left, so both go through.
+e2e_set_override alice@example.com 100/1h
+e2e_smtp_case rate_limit_override_raises_limit 0 '^250 OK id=' "$session_max_ms" -- \
+    "${on587[@]}" --auth CRAM-MD5 "${alice[@]}" --from alice@example.com \
+    --to rcpt6@example.net,rcpt7@example.net
+e2e_reply_count rate_limit_override_accepts_all_recipients '^250 Accepted$' 2
 
 # --- relayguard stuck (SIGSTOP: the kernel still accepts connections, nobody answers): each
 # request costs RELAYGUARD_TIMEOUT, then the failure choice of relayguard.conf applies.

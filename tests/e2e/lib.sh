@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash
-# lib.sh - shared helpers of the end-to-end tests: temp dir, processes, ports, SMTP cases.
+# lib.sh - shared helpers of the end-to-end tests: temp dir, processes, ports, SMTP cases, Redis.
 #
 # Sourced by postfix_e2e.sh and exim_e2e.sh (bash, set -euo pipefail). Every process a test
 # starts is registered by pid and stopped by pid on exit, also on failure or interrupt; the temp
@@ -134,6 +134,9 @@ e2e_policy_query() {
     exec {fd}<>"/dev/tcp/127.0.0.1/$port" || return 1
     printf '%s\n\n' "$request" >&"$fd"
     IFS= read -r -t 5 reply <&"$fd" || reply=""
+    # Also the empty line that ends the reply: closing with it unread would reset the connection
+    # (and relayguard log a read error).
+    [[ -n $reply ]] && { IFS= read -r -t 5 _ <&"$fd" || true; }
     exec {fd}>&-
     printf '%s\n' "$reply"
 }
@@ -194,7 +197,7 @@ e2e_join_replies() {
 # Run one SMTP session with swaks. Passes when swaks exits WANT_EXIT (0 delivered, 24 RCPT
 # refused, 26 refused after DATA, 28 AUTH failed), some server reply line matches the extended
 # regex WANT_REPLY (empty: any), and the session took at most MAX_MS milliseconds. Sets
-# e2e_last_ms and e2e_last_transcript.
+# e2e_last_ms, e2e_last_transcript and e2e_last_replies (the server's replies, one per line).
 e2e_smtp_case() {
     local name=$1 want_exit=$2 want_reply=$3 max_ms=$4 got_exit start replies
     shift 5 # the "--"
@@ -211,6 +214,7 @@ e2e_smtp_case() {
     # over several lines (Exim wraps long texts: "553-5.7.1 Sender ...", "553 5.7.1 sender") is
     # joined into one line, the repeated code and enhanced status code dropped.
     replies=$(grep -E '^<[-~*]' "$e2e_last_transcript" | sed -E 's/^<[-~*]+ +//' | e2e_join_replies || true)
+    e2e_last_replies=$replies
     if [[ $got_exit -ne $want_exit ]]; then
         e2e_fail "$name" "swaks exit got=$got_exit want=$want_exit; replies:"$'\n'"$replies"
     elif [[ -n $want_reply ]] && ! grep -qE -- "$want_reply" <<<"$replies"; then
@@ -219,6 +223,154 @@ e2e_smtp_case() {
         e2e_fail "$name" "session took got=${e2e_last_ms}ms want<=${max_ms}ms"
     else
         e2e_pass "$name" "${e2e_last_ms} ms"
+    fi
+}
+
+# e2e_reply_count NAME REGEX WANT - a check on the last session: WANT of its replies match the
+# extended regex REGEX (e.g. how many RCPTs were accepted).
+e2e_reply_count() {
+    local name=$1 regex=$2 want=$3 got
+    got=$(grep -cE -- "$regex" <<<"$e2e_last_replies" || true)
+    if [[ $got -eq $want ]]; then
+        e2e_pass "$name" "$got replies match /$regex/"
+    else
+        e2e_fail "$name" "replies matching /$regex/: got=$got want=$want; replies:"$'\n'"$e2e_last_replies"
+    fi
+}
+
+# --- Redis and rate limits.
+
+# e2e_start_redis - a private redis-server on a UNIX socket in the temp dir: no TCP port, no
+# persistence, no config file. Sets e2e_redis_sock; stopped by pid on exit like the rest.
+e2e_start_redis() {
+    local reply="" i
+    mkdir -p "$e2e_tmp/redis"
+    e2e_redis_sock=$e2e_tmp/redis/redis.sock
+    redis-server --port 0 --save '' --appendonly no --dir "$e2e_tmp/redis" \
+        --unixsocket "$e2e_redis_sock" --unixsocketperm 700 \
+        --logfile "$e2e_tmp/redis/redis.log" >/dev/null 2>&1 &
+    e2e_redis_pid=$!
+    e2e_register_pid "$e2e_redis_pid"
+    for ((i = 0; i < e2e_start_timeout * 20; i++)); do
+        if [[ -S $e2e_redis_sock ]]; then
+            reply=$(redis-cli -s "$e2e_redis_sock" PING 2>/dev/null) || reply=""
+            [[ $reply == PONG ]] && return 0
+        fi
+        e2e_alive "$e2e_redis_pid" || break
+        sleep 0.05
+    done
+    cat "$e2e_tmp/redis/redis.log" >&2 || true
+    e2e_die "redis-server did not answer PING on $e2e_redis_sock (last reply: '$reply')"
+}
+
+# e2e_redis ARGS... - redis-cli on the private redis-server, as an operator would run it.
+e2e_redis() { redis-cli -s "$e2e_redis_sock" "$@"; }
+
+# e2e_store_config - relayguard's [store] for the private redis-server. Failing closed with a
+# reply of its own makes a Redis problem show as itself in a case, not as a limit that held or
+# did not; the timeout is generous because the test box is shared (this is no latency test).
+e2e_store_config() {
+    cat <<EOF
+
+[store]
+type = "redis"
+on_error = "defer"
+defer_reply = "451 4.3.0 Rate limit store failed (e2e)"
+
+[store.redis]
+address = "unix:$e2e_redis_sock"
+timeout = "1s"
+EOF
+}
+
+# The limit of the rate-limit cases: recipients per login, few enough to run out of in one
+# message. Its name is in the default reply, in the Redis keys and in overrides.
+readonly e2e_limit_name=login_recipients
+readonly e2e_limit_count=3
+# Seconds the limit's budget takes to refill whole: the limit is 3/1h.
+readonly e2e_limit_period_s=3600
+# What relayguard answers when the limit is full (README "Rate limits": the default reply).
+readonly e2e_limit_action_re="^action=450 4\\.7\\.1 Rate limit $e2e_limit_name exceeded, retry in [0-9]+ seconds\$"
+
+# Probes a reload may take before the limit must be in effect (about 5 s at 20 ms apart).
+readonly e2e_reload_probes=200
+
+# e2e_add_login_limit CONFIG PORT - append the limit to relayguard's CONFIG (the store must be
+# set up already: a store change needs a restart), SIGHUP, and wait until the limit is in
+# effect: a probe login that no case uses sends recipients over TCP until one gets the limit's
+# reply. Before the reload every probe gets DUNNO; after it, the (COUNT+1)-th does not.
+e2e_add_login_limit() {
+    local config=$1 port=$2 reply="" i
+    cat >>"$config" <<EOF
+
+[rate_limits]
+hooked_at = ["RCPT", "END-OF-MESSAGE"]
+
+[[limit]]
+name = "$e2e_limit_name"
+key = "sasl_username"
+unit = "recipients"
+rates = "$e2e_limit_count/${e2e_limit_period_s}s"
+scope = "authenticated"
+EOF
+    kill -HUP "$e2e_relayguard_pid"
+    for ((i = 1; i <= e2e_reload_probes; i++)); do
+        reply=$(e2e_policy_query "$port" "request=smtpd_access_policy
+protocol_state=RCPT
+client_address=127.0.0.1
+sasl_method=CRAM-MD5
+sasl_username=probe@example.com
+sender=probe@example.com
+recipient=rcpt$i@example.net
+instance=probe$i") || reply=""
+        if [[ $reply =~ $e2e_limit_action_re ]]; then
+            e2e_log "limit $e2e_limit_name in effect after $i probes: $reply"
+            return 0
+        fi
+        [[ $reply == action=DUNNO ]] || e2e_die "limit probe $i: got '$reply', want action=DUNNO or /$e2e_limit_action_re/"
+        sleep 0.02
+    done
+    e2e_die "SIGHUP: limit $e2e_limit_name not in effect after $e2e_reload_probes probes (last reply '$reply')"
+}
+
+# e2e_check_limit_state NAME LOGIN - the limit's counter of LOGIN is in Redis (not in the
+# embedded store: a Redis failure would have answered the store's defer_reply instead).
+e2e_check_limit_state() {
+    local name=$1 login=$2 field got
+    field="t:$e2e_limit_name:$e2e_limit_period_s"
+    got=$(e2e_redis HEXISTS "rg:{l:$login}" "$field" 2>&1) || true
+    if [[ $got == 1 ]]; then
+        e2e_pass "$name" "rg:{l:$login} has $field"
+    else
+        e2e_fail "$name" "redis-cli HEXISTS 'rg:{l:$login}' $field: got=$got want=1"
+    fi
+}
+
+# e2e_set_override LOGIN RATES - what an operator does to change one login's limit (README
+# "Overrides, live"): write it into Redis, nothing else (no reload, no restart).
+e2e_set_override() {
+    local got
+    got=$(e2e_redis HSET "rg:{l:$1}:o" "$e2e_limit_name" "$2" 2>&1) || true
+    [[ $got == 1 ]] || e2e_die "redis-cli HSET 'rg:{l:$1}:o' $e2e_limit_name '$2': got '$got', want 1"
+}
+
+# Seconds the "retry in N seconds" of a case may be below its value at the first RCPT: the time
+# the session took, generously (the box is shared).
+readonly e2e_retry_slack_s=60
+
+# e2e_check_retry_after NAME - the last session ran out of the limit's COUNT in one go: its
+# "retry in N seconds" is when the first of them has refilled, PERIOD/COUNT after it, less the
+# seconds since (within e2e_retry_slack_s).
+e2e_check_retry_after() {
+    local name=$1 want_max=$((e2e_limit_period_s / e2e_limit_count)) want_min got
+    want_min=$((want_max - e2e_retry_slack_s))
+    got=$(grep -oE 'retry in [0-9]+ seconds' <<<"$e2e_last_replies" | grep -oE '[0-9]+' | head -n 1 || true)
+    if [[ -z $got ]]; then
+        e2e_fail "$name" "no 'retry in N seconds' in the replies:"$'\n'"$e2e_last_replies"
+    elif [[ $got -lt $want_min || $got -gt $want_max ]]; then
+        e2e_fail "$name" "retry after got=${got}s want ${want_min}..${want_max}s"
+    else
+        e2e_pass "$name" "retry in ${got}s"
     fi
 }
 

@@ -3,9 +3,9 @@
 # postfix_e2e.sh - relayguard behind a real Postfix 3.7 with Dovecot SASL, driven with swaks.
 #
 # Usage: postfix_e2e.sh RELAYGUARD_BIN SOURCE_DIR [unix|inet]. Runs as root; starts a private
-# Postfix (own config and queue dirs), Dovecot (auth only) and relayguard under a temp dir, all on
-# 127.0.0.1, with contrib/postfix/main.cf and master.cf merged in mechanically (ports, chroot, and
-# in inet mode the policy endpoint); stops them by pid on exit. Exit 77 (skip) when not root.
+# Postfix (own config and queue dirs), Dovecot (auth only), Redis and relayguard under a temp
+# dir, all on 127.0.0.1, with contrib/postfix/main.cf and master.cf merged in mechanically (ports,
+# chroot, and in inet mode the policy endpoint); stops them by pid on exit. Exit 77 when not root.
 set -euo pipefail
 
 bin=${1:?usage: postfix_e2e.sh RELAYGUARD_BIN SOURCE_DIR [unix|inet]}
@@ -18,7 +18,7 @@ src=$(realpath "$src")
 # shellcheck source=lib.sh
 source "$src/tests/e2e/lib.sh"
 e2e_init "e2e_postfix_$mode"
-e2e_need postfix postconf swaks dovecot openssl
+e2e_need postfix postconf swaks dovecot openssl redis-server redis-cli
 
 # A normal session (EHLO, optional TLS and AUTH, one message) must end within this.
 readonly session_max_ms=10000
@@ -179,6 +179,9 @@ for port in "$port_smtp" "$port_submission" "$port_submissions" "$port_plaintext
     e2e_wait_port "$port" "$postfix_pid" || { cat "$tmp/maillog" >&2; e2e_die "postfix does not listen on $port"; }
 done
 
+# --- Redis, for relayguard's rate-limit counters and overrides.
+e2e_start_redis
+
 # --- relayguard: listens where the snippet says (the UNIX socket inside the queue directory, as
 # contrib/postfix/main.cf documents it, or TCP), plus TCP for the readiness probe.
 listen="\"inet:127.0.0.1:$port_policy\""
@@ -210,6 +213,9 @@ mechanisms = ["PLAIN", "LOGIN"]
 [checks.sender_ownership]
 reply = "553 5.7.1 Sender address rejected: not owned by this login (e2e)"
 EOF
+# No [[limit]] yet: the cases above the rate-limit ones run without limits (alice uses more
+# recipients in them than the limit allows); the limit comes with a SIGHUP right before its cases.
+e2e_store_config >>"$tmp/relayguard.toml"
 e2e_start_relayguard "$bin" "$tmp/relayguard.toml" "$port_policy"
 if [[ $mode == unix ]]; then
     [[ -S $queue/private/relayguard ]] || e2e_die "no socket $queue/private/relayguard"
@@ -257,14 +263,29 @@ e2e_smtp_case plaintext_auth_login_refused 24 '^538 5\.7\.11 ' "$session_max_ms"
 e2e_smtp_case plaintext_auth_cram_md5_accepted 0 '^250 .*queued as' "$session_max_ms" -- \
     "${plaintext[@]}" --auth CRAM-MD5 "${alice[@]}" --from alice@example.com --to bob@example.net
 
-# --- Rate limits: not wired into the daemon yet.
-# TODO(e1): when [[limit]] reaches the daemon, add here (before relayguard is stopped):
-#   - a limit "recipients per login 3/1h" in relayguard.toml above; a 4-recipient message from
-#     alice: the 4th RCPT gets '^450 4\.7\.1 .*<the daemon's text>' (swaks exits 0 if the others
-#     were accepted, so check the reply: e2e_smtp_case ... 0 '^450 4\.7\.1 ' ...);
-#   - with the Redis store (start redis-server on a UNIX socket under $tmp like
-#     tests/testing/redis_server.cpp), an override raising alice's limit, set with relayguardctl,
-#     and the next message goes through without a restart.
+# --- Rate limits, counted in Redis: the limit's reply reaches the client at the RCPT past the
+# limit (Postfix passes "450 4.7.1 text" on with its prefix), the limit holds for the next
+# message, and an override written into Redis lets alice's next message through at once.
+e2e_add_login_limit "$tmp/relayguard.toml" "$port_policy"
+limit_text_re="Recipient address rejected: Rate limit $e2e_limit_name exceeded, retry in [0-9]+ seconds\$"
+e2e_smtp_case rate_limit_defers_recipient_past_limit 0 "^450 4\.7\.1 <rcpt4@example\.net>: $limit_text_re" \
+    "$session_max_ms" -- \
+    "${submission[@]}" --auth PLAIN "${alice[@]}" --from alice@example.com \
+    --to rcpt1@example.net,rcpt2@example.net,rcpt3@example.net,rcpt4@example.net
+e2e_reply_count rate_limit_accepts_recipients_up_to_limit '^250 2\.1\.5 ' "$e2e_limit_count"
+e2e_reply_count rate_limit_defers_one_recipient '^450 4\.7\.1 ' 1
+e2e_reply_count rate_limit_message_queued '^250 .*queued as' 1
+e2e_check_retry_after rate_limit_retry_after
+e2e_smtp_case rate_limit_holds_for_next_message 24 "^450 4\.7\.1 <rcpt5@example\.net>: $limit_text_re" \
+    "$session_max_ms" -- \
+    "${submission[@]}" --auth PLAIN "${alice[@]}" --from alice@example.com --to rcpt5@example.net
+e2e_check_limit_state rate_limit_counted_in_redis alice@example.com
+# alice has used 3 recipients: raised to 100 an hour she has 97 left, so both go through.
+e2e_set_override alice@example.com 100/1h
+e2e_smtp_case rate_limit_override_raises_limit 0 '^250 .*queued as' "$session_max_ms" -- \
+    "${submission[@]}" --auth PLAIN "${alice[@]}" --from alice@example.com \
+    --to rcpt6@example.net,rcpt7@example.net
+e2e_reply_count rate_limit_override_accepts_all_recipients '^250 2\.1\.5 ' 2
 
 # --- relayguard stopped: Postfix applies the default_action chosen in contrib/postfix/main.cf.
 e2e_stop_relayguard

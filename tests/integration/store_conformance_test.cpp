@@ -324,12 +324,16 @@ const std::vector<Scenario>& scenarios()
                          {set(l, "@example.com", "per_login", "2/1h"),
                           ok(req({o}), {from(Source::override_parent, "2/3600s", {1})}),
                           set(l, "alice@example.com", "per_login", "5/1h"),
-                          // The TAT is shared: +1800 s, then +720 s: 1080 s of 3600 left.
-                          ok(req({o}), {from(Source::override_value, "5/3600s", {1})}),
+                          // The units used carry over a rate change: 1 used at 2/1h is 1 of 5,
+                          // +1 = 2 used, 3 left.
+                          ok(req({o}), {from(Source::override_value, "5/3600s", {3})}),
                           set(l, "alice@example.com", "per_login", std::nullopt),
-                          no(req({o}), 0, 720 * sec, {from(Source::override_parent, "2/3600s", {0}, false)}),
+                          // 2 used at 2/1h: full; the next fits when one has refilled... plus
+                          // this one: (2 + 1 - 2) slots of 1800 s.
+                          no(req({o}), 0, 1800 * sec, {from(Source::override_parent, "2/3600s", {0}, false)}),
                           set(l, "@example.com", "per_login", std::nullopt),
-                          ok(req({o}), {from(Source::config, "100/3600s", {29})})}});
+                          // 2 used of 100, +1: 97 left.
+                          ok(req({o}), {from(Source::config, "100/3600s", {97})})}});
         }
         {
             const auto o = once(op("per_login", "vip", "1/1h"));
@@ -542,6 +546,29 @@ TEST_F(RedisStoreTest, ScriptFlushMidRunIsHarmless)
     EXPECT_TRUE(r.allowed);
     EXPECT_EQ(r.ops[0].windows[0].remaining, 1u) << "the state survived, the script was loaded again";
     EXPECT_EQ(cmd({"SCRIPT", "EXISTS", relayguard::rate_script().sha1()}).elements.at(0).integer, 1);
+}
+
+TEST_F(RedisStoreTest, RaisedOrLoweredRateCarriesTheUnitsUsedOver)
+{
+    // As EmbeddedStore.RaisedOrLoweredRateCarriesTheUnitsUsedOver, with the override written
+    // by an operator's HSET: 3/1h used up, raised to 100/1h, then lowered to 5/1h.
+    const auto o = op("per_login", "alice@example.com", "3/1h");
+    const std::string own = relayguard::override_key(prefix, LimitKey::sasl_username, "alice@example.com");
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(apply(req({o})).allowed) << "request " << i;
+    ASSERT_FALSE(apply(req({o})).allowed);
+
+    cmd({"HSET", own, "per_login", "100/1h"});
+    StoreResult r = apply(req({o}));
+    EXPECT_TRUE(r.allowed) << "raised: the next request must fit";
+    EXPECT_EQ(r.ops[0].windows.at(0).remaining, 96u);
+
+    cmd({"HSET", own, "per_login", "5/1h"});
+    r = apply(req({o}));
+    EXPECT_TRUE(r.allowed);
+    EXPECT_EQ(r.ops[0].windows.at(0).remaining, 0u);
+    EXPECT_FALSE(apply(req({o})).allowed) << "lowered: 5 used of 5";
+    const std::string state = relayguard::state_key(prefix, LimitKey::sasl_username, "alice@example.com");
+    EXPECT_EQ(cmd({"HGET", state, "n:per_login:3600"}).str, "5");
 }
 
 TEST_F(RedisStoreTest, OverrideWrittenWithHsetAppliesToTheNextRequest)

@@ -200,6 +200,34 @@ TEST(EmbeddedStore, OverridesReplaceInheritAndRemove)
     EXPECT_EQ(store.apply_now(request({bob})).ops[0].source, OpOutcome::Source::config);
 }
 
+TEST(EmbeddedStore, RaisedOrLoweredRateCarriesTheUnitsUsedOver)
+{
+    // 3/1h used up; an override raising it to 100/1h lets the very next request through with
+    // 96 left (3 used + 1), and lowering it to 5/1h leaves 1 (4 used + 1 = 5: the next refused).
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    const auto alice = op("per_login", "alice@example.com", rates({{3, 3600s}}));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(store.apply_now(request({alice})).allowed) << "request " << i;
+    ASSERT_FALSE(store.apply_now(request({alice})).allowed);
+
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "per_login", rates({{100, 3600s}}));
+    StoreResult r = store.apply_now(request({alice}));
+    EXPECT_TRUE(r.allowed) << "raised: the next request must fit";
+    EXPECT_EQ(show(remaining(r, 0)), "96");
+
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "per_login", rates({{5, 3600s}}));
+    r = store.apply_now(request({alice}));
+    EXPECT_TRUE(r.allowed);
+    EXPECT_EQ(show(remaining(r, 0)), "0");
+    EXPECT_FALSE(store.apply_now(request({alice})).allowed) << "lowered: 5 used of 5";
+
+    // Lifted: back at 3/1h, 5 units used read as 5 of 3: refused for (5 - 3 + 1) * 20 min.
+    store.set_override(LimitKey::sasl_username, "alice@example.com", "per_login", std::nullopt);
+    r = store.apply_now(request({alice}));
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.retry_after_us, 3 * 1200 * sec);
+}
+
 TEST(EmbeddedStore, UnlimitedOverrideAllowsAndKeepsNoState)
 {
     FakeClock clock;
