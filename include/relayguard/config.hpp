@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -152,6 +153,11 @@ struct RateLimitsConfig {
     std::vector<ProtocolState> hooked_at{ProtocolState::rcpt};
 };
 
+// The Prometheus endpoint (/metrics, /healthz): off unless listen is set.
+struct MetricsConfig {
+    std::optional<Endpoint> listen; // inet only; read at start (a change needs a restart)
+};
+
 struct Config {
     std::string path; // the file it came from
 
@@ -170,6 +176,7 @@ struct Config {
     RateLimitsConfig rate_limits;
     std::vector<LimitConfig> limits; // [[limit]], in file order
     StoreConfig store;
+    MetricsConfig metrics;
 };
 
 struct ConfigError {

@@ -19,6 +19,8 @@
 
 namespace relayguard {
 
+class Metrics;
+
 class Server {
 public:
     explicit Server(std::shared_ptr<const Snapshot> snapshot);
@@ -34,6 +36,10 @@ public:
     // endpoints - what is bound, as "inet:127.0.0.1:34567" (the real port if 0 was asked for)
     // or "unix:/path". Valid after bind().
     std::vector<std::string> endpoints() const;
+
+    // set_metrics - count into `metrics` (metrics.hpp), e.g. the one a MetricsHttpServer
+    // serves. Before start(); without it the Server counts into a Metrics of its own.
+    void set_metrics(std::shared_ptr<Metrics> metrics);
 
     // start - begin accepting on the worker threads; returns at once.
     void start();

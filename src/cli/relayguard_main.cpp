@@ -35,6 +35,7 @@
 
 #include <relayguard/config.hpp>
 #include <relayguard/logging.hpp>
+#include <relayguard/metrics.hpp>
 #include <relayguard/policy.hpp>
 #include <relayguard/server.hpp>
 
@@ -200,37 +201,50 @@ private:
     int ready_fd_ = -1; // child: write end of the pipe to the waiting parent
 };
 
+// What the signal loop needs besides the Server.
+struct Running {
+    std::string path;                       // the config file
+    Metrics& metrics;                       // counts reloads
+    std::optional<Endpoint> metrics_listen; // as started (a change needs a restart)
+};
+
 // reload - SIGHUP: a new snapshot from the same file, or the old one kept and the error logged.
-void reload(Server& server, const std::string& path)
+void reload(Server& server, const Running& running)
 {
+    const std::string& path = running.path;
     std::vector<std::string> warnings;
     auto snapshot = load_snapshot(path, &warnings);
     if (!snapshot) {
         for (const auto& warning : warnings) spdlog::warn("{}", warning);
         spdlog::error("reload of {} failed, keeping the running configuration: {}", path,
                       snapshot.error().to_string());
+        running.metrics.reloaded(false);
         return;
     }
     init_logging((*snapshot)->config.log);
     for (const auto& warning : warnings) spdlog::warn("{}", warning);
+    if ((*snapshot)->config.metrics.listen != running.metrics_listen)
+        spdlog::warn("reload: metrics.listen changed; the new value takes effect after a restart");
     server.reload(*snapshot);
+    running.metrics.reloaded(true);
     spdlog::info("reloaded {}", path);
 }
 
 // handle_signals - runs on the main thread, so a reload and a stop never overlap. Returns after
 // SIGTERM/SIGINT, once stop() was called.
-boost::asio::awaitable<void> handle_signals(boost::asio::signal_set& signals, Server& server,
-                                            const std::string& path)
+boost::asio::awaitable<void> handle_signals(boost::asio::signal_set& signals, Server& server, const Running& running)
 {
+    const std::string& path = running.path;
     for (;;) {
         auto [ec, signo] = co_await signals.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
         if (ec) co_return;
         if (signo == SIGHUP) {
             try {
-                reload(server, path);
+                reload(server, running);
             } catch (const std::exception& e) {
                 // e.g. the syslog sink could not be built; the running configuration stays.
                 spdlog::error("reload of {} failed, keeping the running configuration: {}", path, e.what());
+                running.metrics.reloaded(false);
             }
             continue;
         }
@@ -270,6 +284,8 @@ int run_daemon(const Options& options)
     for (const auto& warning : warnings) spdlog::warn("{}", warning);
 
     Server server(snapshot);
+    const auto metrics = std::make_shared<Metrics>();
+    server.set_metrics(metrics);
     try {
         server.bind();
     } catch (const std::exception& e) {
@@ -285,6 +301,19 @@ int run_daemon(const Options& options)
     boost::asio::io_context signal_context(1);
     boost::asio::signal_set signals(signal_context, SIGHUP, SIGTERM, SIGINT);
 
+    // Its own thread (after the fork, which threads do not survive), so that a slow scraper
+    // never touches the workers; before them, so that a port in use stops the start here.
+    std::unique_ptr<MetricsHttpServer> metrics_http;
+    if (const auto& listen = snapshot->config.metrics.listen) {
+        try {
+            metrics_http = std::make_unique<MetricsHttpServer>(metrics, *listen);
+            metrics_http->start();
+        } catch (const std::exception& e) {
+            spdlog::error("cannot serve metrics: {}", e.what());
+            return exit_failure;
+        }
+    }
+
     try {
         server.start();
     } catch (const std::exception& e) {
@@ -294,16 +323,21 @@ int run_daemon(const Options& options)
     const unsigned threads = worker_threads(snapshot->config.server);
     spdlog::info("relayguard {} started: {} {}, listening on {}", RELAYGUARD_VERSION, threads,
                  threads == 1 ? "thread" : "threads", fmt::join(server.endpoints(), ", "));
+    if (metrics_http)
+        spdlog::info("metrics and health check on http {} (/metrics, /healthz)", metrics_http->endpoint());
     if (!options.foreground && snapshot->config.log.target == LogConfig::Target::stderr_)
         spdlog::warn("logging to stderr, which is /dev/null in the background from now on: "
                      "set log.target = \"syslog\" or run with --foreground");
     background.report_running();
 
-    boost::asio::co_spawn(signal_context, handle_signals(signals, server, path), [](std::exception_ptr e) {
+    const Running running{path, *metrics, snapshot->config.metrics.listen};
+    boost::asio::co_spawn(signal_context, handle_signals(signals, server, running), [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
     });
     signal_context.run();
     server.wait();
+    // /healthz said 503 while the connections drained; now nothing is left to report on.
+    if (metrics_http) metrics_http->stop();
     spdlog::info("stopped");
     return exit_ok;
 }

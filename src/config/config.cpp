@@ -233,6 +233,7 @@ private:
     bool read_store(const toml::node& node, const std::string& key);
     bool read_store_redis(const toml::node& node, const std::string& key);
     bool check_store_redis();
+    bool read_metrics(const toml::node& node, const std::string& key);
 
     bool check_config();
     void warn_limits();
@@ -263,6 +264,7 @@ boost::system::result<Config, ConfigError> Loader::load(const toml::table& root,
                                    {"rate_limits", [this](auto& n, auto& k) { return read_rate_limits(n, k); }},
                                    {"limit", [this](auto& n, auto& k) { return read_limits(n, k); }},
                                    {"store", [this](auto& n, auto& k) { return read_store(n, k); }},
+                                   {"metrics", [this](auto& n, auto& k) { return read_metrics(n, k); }},
                                });
     if (!ok || !check_config()) {
         assert(error_); // every path that returns false went through fail()
@@ -294,7 +296,9 @@ bool Loader::read_table(const toml::node& node, const std::string& key, const st
     for (const auto& [k, v] : entries) {
         const std::string child = join(key, k->str());
         lines_.emplace(child, line_of(*k));
-        const auto field = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return f.name == k->str(); });
+        // Captured by name, not as `k`: lambdas capturing structured bindings need clang >= 16.
+        const std::string_view name = k->str();
+        const auto field = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return f.name == name; });
         if (field == fields.end()) {
             std::string message = "unknown key";
             if (const auto near = closest_name(k->str(), names))
@@ -991,6 +995,31 @@ bool Loader::check_store_redis()
     return true;
 }
 
+// read_metrics - metrics.listen: one inet endpoint (HTTP), or "" for none.
+bool Loader::read_metrics(const toml::node& node, const std::string& key)
+{
+    auto& m = config_.metrics;
+    return read_table(node, key,
+                      {
+                          {"listen",
+                           [this, &m](const toml::node& n, const std::string& k) {
+                               std::string text;
+                               if (!get_string(n, k, text)) return false;
+                               m.listen.reset();
+                               if (text.empty()) return true;
+                               Endpoint ep;
+                               if (auto reason = parse_endpoint(text, ep))
+                                   return fail(n, k, "invalid listener " + quoted(text) + ": " + *reason);
+                               if (ep.kind != Endpoint::Kind::inet)
+                                   return fail(n, k, "invalid listener " + quoted(text) +
+                                                         ": the metrics endpoint is HTTP over TCP, expected \"inet:HOST:PORT\", e.g. "
+                                                         "\"inet:127.0.0.1:9733\"");
+                               m.listen = std::move(ep);
+                               return true;
+                           }},
+                      });
+}
+
 // check_config - rules that span keys, after every key has been read.
 bool Loader::check_config()
 {
@@ -998,6 +1027,16 @@ bool Loader::check_config()
     if (!seen("server.listen"))
         return fail(line_of_key("server"), "server.listen",
                     "missing: at least one listener is required, e.g. listen = [\"inet:127.0.0.1:10033\"]");
+    if (const auto& m = config_.metrics.listen; m && m->port != 0) {
+        // The same port as a policy listener: one of the two binds would fail at start.
+        for (const Endpoint& ep : s.listen) {
+            if (ep.kind != Endpoint::Kind::inet || ep.port != m->port) continue;
+            if (endpoint_identity(ep) == endpoint_identity(*m) || ep.host == "*" || m->host == "*")
+                return fail(line_of_key("metrics.listen"), "metrics.listen",
+                            "invalid listener " + quoted(m->text) + ": port " + std::to_string(m->port) +
+                                " is already bound by server.listen " + quoted(ep.text));
+        }
+    }
 
     // Sanity check. Warnings only from here on.
     const unsigned cores = std::thread::hardware_concurrency(); // 0: unknown

@@ -30,29 +30,52 @@ std::string_view mode_effect(StoreConfig::OnError mode) noexcept
     return "";
 }
 
+// store_error_of - the metrics' kind of a store failure.
+StoreError store_error_of(const std::error_code& ec) noexcept
+{
+    if (ec.category() != redis::error_category()) return StoreError::other;
+    switch (static_cast<redis::errc>(ec.value())) {
+    case redis::errc::timeout: return StoreError::timeout;
+    case redis::errc::not_connected: return StoreError::not_connected;
+    case redis::errc::connection_lost: return StoreError::connection_lost;
+    case redis::errc::protocol_error: return StoreError::protocol_error;
+    case redis::errc::server_error: return StoreError::server_error;
+    case redis::errc::shutting_down: break;
+    }
+    return StoreError::other;
+}
+
 } // namespace
 
-LimiterShared::LimiterShared(const StoreConfig& config) : config_(config) {}
+LimiterShared::LimiterShared(const StoreConfig& config, Metrics& metrics) : config_(config), metrics_(metrics) {}
 LimiterShared::~LimiterShared() = default;
 
-void LimiterShared::store_failed(const std::error_code& ec, StoreConfig::OnError mode) noexcept
+void LimiterShared::store_failed(const std::error_code& ec, StoreConfig::OnError mode, bool& worker_down) noexcept
 {
     failures_.fetch_add(1, std::memory_order_relaxed);
-    if (down_.load(std::memory_order_relaxed) || down_.exchange(true, std::memory_order_acq_rel)) return;
-    down_since_us_.store(steady_now_us(), std::memory_order_relaxed);
+    if (worker_down) return;
+    worker_down = true;
+    if (down_workers_.fetch_add(1, std::memory_order_acq_rel) != 0) return; // already logged
+    const std::int64_t now = steady_now_us();
+    down_since_us_.store(now, std::memory_order_relaxed);
+    metrics_.store_outage_began(now);
     spdlog::warn("rate-limit store redis {} unavailable ({}); {}", config_.redis.address, ec.message(),
                  mode_effect(mode));
 }
 
-void LimiterShared::recovered() noexcept
+void LimiterShared::recovered(bool& worker_down) noexcept
 {
-    if (!down_.exchange(false, std::memory_order_acq_rel)) return;
-    const double seconds = static_cast<double>(steady_now_us() - down_since_us_.load(std::memory_order_relaxed)) / 1e6;
+    worker_down = false;
+    if (down_workers_.fetch_sub(1, std::memory_order_acq_rel) != 1) return; // others still down
+    const std::int64_t now = steady_now_us();
+    metrics_.store_outage_ended(now);
+    const double seconds = static_cast<double>(now - down_since_us_.load(std::memory_order_relaxed)) / 1e6;
     spdlog::warn("rate-limit store redis {} answering again after {:.1f} s; limits are shared again",
                  config_.redis.address, seconds);
 }
 
-Limiter::Limiter(boost::asio::io_context& ctx, LimiterShared& shared) : shared_(shared)
+Limiter::Limiter(boost::asio::io_context& ctx, LimiterShared& shared, WorkerMetrics& metrics)
+    : shared_(shared), metrics_(metrics)
 {
     const StoreConfig& config = shared.config();
     if (config.type != StoreConfig::Type::redis) return;
@@ -80,13 +103,16 @@ boost::asio::awaitable<LimitOutcome> Limiter::check(const StoreRequest& request,
         outcome.result = shared_.embedded().apply_now(request);
         co_return outcome;
     }
+    const auto started = std::chrono::steady_clock::now();
     auto answer = co_await store_->apply(request);
+    metrics_.store_call(std::chrono::steady_clock::now() - started);
     if (answer) {
-        shared_.store_answered();
+        shared_.store_answered(down_);
         outcome.result = std::move(*answer);
         co_return outcome;
     }
-    shared_.store_failed(answer.error(), on_error);
+    metrics_.store_error(store_error_of(answer.error()));
+    shared_.store_failed(answer.error(), on_error, down_);
     switch (on_error) {
     case StoreConfig::OnError::dunno: outcome.kind = LimitOutcome::Kind::fail_open; break;
     case StoreConfig::OnError::defer: outcome.kind = LimitOutcome::Kind::defer; break;

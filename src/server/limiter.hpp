@@ -21,6 +21,7 @@
 
 #include <relayguard/config.hpp>
 #include <relayguard/counter_store.hpp>
+#include <relayguard/metrics.hpp>
 
 namespace relayguard::redis {
 class Client;
@@ -34,7 +35,8 @@ namespace relayguard::server_detail {
 
 class LimiterShared {
 public:
-    explicit LimiterShared(const StoreConfig& config);
+    // `metrics` hears of each outage's start and end (and must outlive this).
+    LimiterShared(const StoreConfig& config, Metrics& metrics);
     ~LimiterShared();
 
     const StoreConfig& config() const noexcept { return config_; }
@@ -42,22 +44,26 @@ public:
 
     // store_failed - Redis failed a request; `mode` is the on_error that applies. Logs the
     // first failure of an outage (warning) and counts every one.
-    void store_failed(const std::error_code& ec, StoreConfig::OnError mode) noexcept;
+    // An outage lasts from the first worker that sees Redis fail to the last of those that sees
+    // it answer again (each worker has its own connection, which come back one by one):
+    // `worker_down` is the calling worker's own flag, touched only on its thread.
+    void store_failed(const std::error_code& ec, StoreConfig::OnError mode, bool& worker_down) noexcept;
     // store_answered - Redis answered; logs the end of an outage once.
-    void store_answered() noexcept
+    void store_answered(bool& worker_down) noexcept
     {
-        if (down_.load(std::memory_order_relaxed)) recovered();
+        if (worker_down) recovered(worker_down);
     }
 
-    bool degraded() const noexcept { return down_.load(std::memory_order_relaxed); }
+    bool degraded() const noexcept { return down_workers_.load(std::memory_order_relaxed) > 0; }
     std::uint64_t failures() const noexcept { return failures_.load(std::memory_order_relaxed); }
 
 private:
-    void recovered() noexcept;
+    void recovered(bool& worker_down) noexcept;
 
     const StoreConfig config_;
+    Metrics& metrics_;
     EmbeddedStore embedded_;
-    std::atomic<bool> down_{false};
+    std::atomic<unsigned> down_workers_{0};
     std::atomic<std::int64_t> down_since_us_{0};
     std::atomic<std::uint64_t> failures_{0};
 };
@@ -72,7 +78,8 @@ struct LimitOutcome {
 
 class Limiter {
 public:
-    Limiter(boost::asio::io_context& ctx, LimiterShared& shared);
+    // `metrics`: the worker's block (Redis round trips and errors).
+    Limiter(boost::asio::io_context& ctx, LimiterShared& shared, WorkerMetrics& metrics);
     ~Limiter();
     Limiter(const Limiter&) = delete;
     Limiter& operator=(const Limiter&) = delete;
@@ -88,8 +95,10 @@ public:
 
 private:
     LimiterShared& shared_;
+    WorkerMetrics& metrics_;
     std::unique_ptr<redis::Client> client_;
     std::unique_ptr<RedisStore> store_;
+    bool down_ = false; // this worker has seen Redis fail and not answer since
 };
 
 } // namespace relayguard::server_detail

@@ -19,6 +19,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <relayguard/metrics.hpp>
+
 #include "server/acceptor.hpp"
 #include "server/limiter.hpp"
 #include "server/listener.hpp"
@@ -85,6 +87,7 @@ struct Server::Impl {
     // Declaration order is destruction order reversed: acceptors (on worker 0's io_context)
     // go before the workers, and the limit, which sessions release into, after them.
     ConnectionLimit limit{default_max_connections};
+    std::shared_ptr<Metrics> metrics; // outlives the workers, which count into it
     std::unique_ptr<server_detail::LimiterShared> limits; // outlives the workers' Limiters
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<AcceptorSet> acceptors;
@@ -142,6 +145,14 @@ std::vector<std::string> Server::endpoints() const
     return impl_->endpoint_names;
 }
 
+void Server::set_metrics(std::shared_ptr<Metrics> metrics)
+{
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->state != Impl::State::created && impl_->state != Impl::State::bound)
+        throw std::logic_error("Server::set_metrics() after start()");
+    impl_->metrics = std::move(metrics);
+}
+
 void Server::start()
 {
     std::lock_guard lock(impl_->mutex);
@@ -153,10 +164,12 @@ void Server::start()
     if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
 
     impl_->limit.set_max(config.max_connections);
-    impl_->limits = std::make_unique<server_detail::LimiterShared>(impl_->snapshot->config.store);
+    if (!impl_->metrics) impl_->metrics = std::make_shared<Metrics>();
+    impl_->limits = std::make_unique<server_detail::LimiterShared>(impl_->snapshot->config.store, *impl_->metrics);
     std::vector<Worker*> workers;
     for (unsigned i = 0; i < count; ++i) {
-        impl_->workers.push_back(std::make_unique<Worker>(i, impl_->snapshot, *impl_->limits));
+        impl_->workers.push_back(
+            std::make_unique<Worker>(i, impl_->snapshot, *impl_->limits, impl_->metrics->add_worker()));
         workers.push_back(impl_->workers.back().get());
     }
     impl_->acceptors = std::make_unique<AcceptorSet>(workers, impl_->limit);
@@ -184,6 +197,7 @@ void Server::start()
     }
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     impl_->state = Impl::State::started;
+    impl_->metrics->set_serving(true);
 }
 
 void Server::reload(std::shared_ptr<const Snapshot> snapshot)
@@ -216,6 +230,7 @@ void Server::stop()
         return;
     }
     impl_->state = Impl::State::stopping;
+    impl_->metrics->set_serving(false);
     // Files first: from now on a new client finds no socket rather than one nobody answers.
     impl_->remove_socket_files();
     const auto shutdown_timeout = impl_->snapshot->config.server.shutdown_timeout;

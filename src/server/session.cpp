@@ -80,8 +80,13 @@ public:
           timer_(worker.context())
     {
         worker_.add(this);
+        worker_.metrics().connection_opened();
     }
-    ~Session() { worker_.remove(this); }
+    ~Session()
+    {
+        worker_.metrics().connection_closed();
+        worker_.remove(this);
+    }
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
@@ -221,16 +226,20 @@ awaitable<void> Session<Socket>::serve()
             // SMTPD_POLICY_README: in case of trouble, log a warning and disconnect without a reply.
             spdlog::warn("closing connection from {}: {} (sample \"{}\")", peer_, parser_.error().message(),
                          sanitize(parser_.sample(error_sample_bytes), error_sample_bytes));
+            if (parser_.error().category() == parse_error_category())
+                worker_.metrics().closed_for(close_reason(static_cast<ParseError>(parser_.error().value())));
             co_return;
         }
         if (read_error) {
             if (closed_) co_return; // our own close; the reason is logged already
             if (read_error == asio::error::eof) {
                 // Exim's ${readsocket} half-closes after its request: it has its answer by now.
-                if (!parser_.idle())
+                if (!parser_.idle()) {
                     spdlog::info("closing connection from {}: end of input in the middle of a request "
                                  "({} bytes received)",
                                  peer_, parser_.buffered());
+                    worker_.metrics().closed_for(CloseReason::truncated_request);
+                }
             } else {
                 spdlog::info("closing connection from {}: read failed: {}", peer_, read_error.message());
             }
@@ -249,14 +258,17 @@ awaitable<void> Session<Socket>::watch()
             switch (phase_) {
             case Phase::idle:
                 spdlog::info("closing connection from {}: no request within idle_timeout ({})", peer_, timeout_);
+                worker_.metrics().closed_for(CloseReason::idle_timeout);
                 break;
             case Phase::request:
                 spdlog::info("closing connection from {}: request not complete within request_timeout ({})", peer_,
                              timeout_);
+                worker_.metrics().closed_for(CloseReason::request_timeout);
                 break;
             case Phase::write:
                 spdlog::info("closing connection from {}: replies not read within request_timeout ({})", peer_,
                              timeout_);
+                worker_.metrics().closed_for(CloseReason::write_timeout);
                 break;
             }
             close();
@@ -281,7 +293,11 @@ awaitable<RequestParser::Status> Session<Socket>::answer()
     // between batches, never during one. The copy keeps it alive across a store await.
     const std::shared_ptr<const Snapshot> snapshot = worker_.snapshot_ptr();
     RequestParser::Status status;
-    while ((status = parser_.next(request_)) == RequestParser::Status::request) co_await answer_one(*snapshot);
+    while ((status = parser_.next(request_)) == RequestParser::Status::request) {
+        const auto started = Clock::now();
+        co_await answer_one(*snapshot);
+        worker_.metrics().request(request_.protocol_state(), Clock::now() - started);
+    }
     co_return status;
 }
 
@@ -292,12 +308,19 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
 {
     const Decision decision = decide(request_, snapshot);
     log_decision(decision);
+    WorkerMetrics& metrics = worker_.metrics();
+    for (const auto& shadowed : decision.shadowed) metrics.shadow(shadowed.check);
     if (decision.outcome == Decision::Outcome::refuse) {
+        metrics.decision(decision.decided_by, decision.reply);
         append_reply(out_, decision.reply);
         co_return;
     }
+    // Answered with the static pipeline's DUNNO: "none" decided, or the exempt check.
+    const std::optional<Check> passed_by =
+        decision.outcome == Decision::Outcome::exempt ? std::optional(Check::exempt) : std::nullopt;
     std::optional<RatePlan> plan = plan_rate_limits(request_, snapshot, decision);
     if (!plan) {
+        metrics.decision(passed_by, decision.reply);
         append_reply(out_, decision.reply);
         co_return;
     }
@@ -305,22 +328,28 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
     const LimitOutcome outcome = co_await worker_.limiter().check(plan->request, store.on_error);
     switch (outcome.kind) {
     case LimitOutcome::Kind::fail_open:
+        metrics.decision(passed_by, decision.reply);
         append_reply(out_, decision.reply);
         co_return;
     case LimitOutcome::Kind::defer:
         // The failure itself is logged once per outage by the limiter, not per request.
+        metrics.decision(Check::rate_limits, store.defer_reply);
         append_reply(out_, store.defer_reply);
         co_return;
     case LimitOutcome::Kind::result: break;
     }
     const RateVerdict verdict = judge_rate_limits(*plan, outcome.result);
-    for (const auto& shadowed : verdict.shadowed)
+    for (const auto& shadowed : verdict.shadowed) {
         spdlog::info("{}", format_decision_log(request_, Check::rate_limits, shadowed.reply, true, shadowed.reason));
+        metrics.shadow(Check::rate_limits);
+    }
     if (verdict.refuse) {
         spdlog::info("{}", format_decision_log(request_, Check::rate_limits, verdict.reply, false, verdict.reason));
+        metrics.decision(Check::rate_limits, verdict.reply);
         append_reply(out_, verdict.reply);
         co_return;
     }
+    metrics.decision(passed_by, decision.reply);
     append_reply(out_, decision.reply);
 }
 

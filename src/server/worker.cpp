@@ -9,12 +9,14 @@
 
 namespace relayguard::server_detail {
 
-Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits)
+Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits,
+               WorkerMetrics& metrics)
     : index_(index),
       work_(boost::asio::make_work_guard(ctx_)),
       snapshot_(std::move(snapshot)),
       force_timer_(ctx_),
-      limiter_(ctx_, limits)
+      metrics_(metrics),
+      limiter_(ctx_, limits, metrics)
 {
     limiter_.start();
 }

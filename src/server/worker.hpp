@@ -20,6 +20,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <relayguard/metrics.hpp>
 #include <relayguard/policy.hpp>
 
 #include "server/limiter.hpp"
@@ -109,7 +110,8 @@ protected:
 
 class Worker {
 public:
-    Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits);
+    // `metrics`: this worker's own block, written on its thread only.
+    Worker(unsigned index, std::shared_ptr<const Snapshot> snapshot, LimiterShared& limits, WorkerMetrics& metrics);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
@@ -124,6 +126,7 @@ public:
     // snapshot_ptr - for work that awaits (the store): keeps the snapshot alive across a reload.
     const std::shared_ptr<const Snapshot>& snapshot_ptr() const noexcept { return snapshot_; }
     Limiter& limiter() noexcept { return limiter_; }
+    WorkerMetrics& metrics() noexcept { return metrics_; }
     void set_snapshot(std::shared_ptr<const Snapshot> snapshot) noexcept { snapshot_ = std::move(snapshot); }
     bool stopping() const noexcept { return stopping_; }
     void add(SessionHandle* session) { sessions_.insert(session); }
@@ -146,6 +149,7 @@ private:
     std::unordered_set<SessionHandle*> sessions_;
     bool stopping_ = false;
     boost::asio::steady_timer force_timer_;
+    WorkerMetrics& metrics_;
     Limiter limiter_;
 
     void drained() noexcept;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -202,6 +203,9 @@ TEST(LoadConfig, ReadsEveryKeyOfTheGoodFile)
     EXPECT_EQ(st.redis.tls_key_file, "/etc/relayguard/redis.key");
     EXPECT_EQ(st.redis.tls_server_name, "redis.example.net");
     EXPECT_TRUE(st.redis.tls_verify);
+
+    ASSERT_TRUE(c.metrics.listen);
+    EXPECT_EQ(*c.metrics.listen, (Endpoint{Kind::inet, "::1", 9733, "", "inet:[::1]:9733"}));
 }
 
 TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
@@ -429,6 +433,12 @@ const BadFile bad_files[] = {
     {"bad_redis_tls_cert_without_key.toml",
      ":10: store.redis.tls_cert_file: needs store.redis.tls_key_file: a client certificate is used with its private "
      "key"},
+    {"bad_metrics_listen_unix.toml",
+     ":6: metrics.listen: invalid listener \"unix:/run/relayguard/metrics.sock\": the metrics endpoint is HTTP over "
+     "TCP, expected \"inet:HOST:PORT\", e.g. \"inet:127.0.0.1:9733\""},
+    {"bad_metrics_listen_port.toml",
+     ":6: metrics.listen: invalid listener \"inet:127.0.0.1:10033\": port 10033 is already bound by server.listen "
+     "\"inet:*:10033\""},
 };
 
 TEST(LoadConfig, ReportsTheFullErrorTextOfEachBadFile)
@@ -447,6 +457,35 @@ TEST(LoadConfig, ReportsTheFullErrorTextOfEachBadFile)
         // No warnings from a file that failed: they would distract from its error.
         EXPECT_EQ(warnings, std::vector<std::string>{"untouched"}) << bad.file;
     }
+}
+
+TEST(LoadConfig, MetricsAreOffUnlessListenIsSet)
+{
+    struct Case {
+        std::string metrics; // the [metrics] part of the file
+        std::optional<std::string> want_endpoint;
+    };
+    const Case cases[] = {
+        {"", std::nullopt},
+        {"[metrics]\n", std::nullopt},
+        {"[metrics]\nlisten = \"\"\n", std::nullopt},
+        {"[metrics]\nlisten = \"inet:127.0.0.1:9733\"\n", "inet:127.0.0.1:9733"},
+        {"[metrics]\nlisten = \"inet:*:9733\"\n", "inet:*:9733"},
+        // Port 0 (a free port, for tests) never collides with a policy listener.
+        {"[metrics]\nlisten = \"inet:127.0.0.1:0\"\n", "inet:127.0.0.1:0"},
+        // The same port on another address is another socket.
+        {"[metrics]\nlisten = \"inet:[::1]:10033\"\n", "inet:[::1]:10033"},
+    };
+    for (const auto& c : cases) {
+        auto r = parse_config(std::string(listen_only) + c.metrics, "t.toml");
+        ASSERT_TRUE(r) << c.metrics << ": " << r.error().to_string();
+        const auto got = r->metrics.listen ? std::optional(r->metrics.listen->text) : std::nullopt;
+        EXPECT_EQ(got, c.want_endpoint) << c.metrics << " got=" << got.value_or("(off)")
+                                        << " want=" << c.want_endpoint.value_or("(off)");
+    }
+    EXPECT_EQ(error_of(std::string(listen_only) + "[metrics]\nlisten = [\"inet:127.0.0.1:9733\"]\n"),
+              "t.toml:4: metrics.listen: expected a string, got an array");
+    EXPECT_EQ(error_of(std::string(listen_only) + "[metrics]\nport = 9733\n"), "t.toml:4: metrics.port: unknown key");
 }
 
 TEST(LoadConfig, EveryBadFileHasAnExpectedError)
