@@ -19,6 +19,8 @@
 #include <relayguard/net.hpp>
 #include <relayguard/strings.hpp>
 
+#include "policy/key_values.hpp"
+
 namespace relayguard {
 namespace {
 
@@ -70,19 +72,8 @@ std::optional<Cost> cost_of(LimitUnit unit, ProtocolState state, const Request& 
     return std::nullopt;
 }
 
-// at_domain - "@domain" (the parent of an address or login), or "" without a domain.
-std::string at_domain(std::string_view normalized)
-{
-    const std::string_view domain = split_address(normalized).domain;
-    if (domain.empty()) return {};
-    std::string out;
-    out.reserve(domain.size() + 1);
-    out += '@';
-    out += domain;
-    return out;
-}
-
-// fill_key - the normalized value `op` counts under and the value whose override it inherits.
+// fill_key - the normalized value `op` counts under and the value whose override it inherits
+// (key_values.hpp: relayguardctl names the same keys with the same functions).
 // False when the request has nothing to key by (no login, the null sender, no recipient, an
 // unparseable client address): the limit does not apply to it.
 bool fill_key(const LimitConfig& limit, const Request& request, const Config& config, CounterOp& op)
@@ -91,21 +82,21 @@ bool fill_key(const LimitConfig& limit, const Request& request, const Config& co
     case LimitKey::sasl_username: {
         const std::string& login = request[Attr::sasl_username];
         if (login.empty()) return false;
-        op.value = ascii_lower(login);
-        op.parent = at_domain(op.value);
+        op.value = login_key_value(login);
+        op.parent = parent_key_value(op.value);
         return true;
     }
     case LimitKey::sender: {
         const std::string& sender = request[Attr::sender];
         if (sender.empty()) return false; // <>: bounces are not counted against anyone
-        op.value = normalize_address(strip_extension(sender, config.address), config.address);
-        op.parent = at_domain(op.value);
+        op.value = sender_key_value(sender, config.address);
+        op.parent = parent_key_value(op.value);
         return true;
     }
     case LimitKey::sender_domain: {
         const std::string_view domain = split_address(request[Attr::sender]).domain;
         if (domain.empty()) return false;
-        op.value = normalize_domain(domain);
+        op.value = domain_key_value(domain);
         return !op.value.empty();
     }
     case LimitKey::client_address: {
@@ -113,13 +104,13 @@ bool fill_key(const LimitConfig& limit, const Request& request, const Config& co
         const auto ip = parse_ip(request[Attr::client_address]);
         if (!ip) return false;
         const unsigned prefix = ip->is_v4() ? limit.prefix_v4 : limit.prefix_v6;
-        op.value = Cidr{mask_prefix(*ip, prefix), prefix}.to_string();
+        op.value = client_key_value(*ip, prefix);
         return true;
     }
     case LimitKey::recipient_domain: {
         const std::string_view domain = split_address(request[Attr::recipient]).domain;
         if (domain.empty()) return false;
-        op.value = normalize_domain(domain);
+        op.value = domain_key_value(domain);
         return !op.value.empty();
     }
     case LimitKey::global:
