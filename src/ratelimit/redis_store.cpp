@@ -1,22 +1,30 @@
 // SPDX-License-Identifier: MIT
 // redis_store.cpp - RedisStore: one EVALSHA of rate_script() per policy request.
 //
-// Builds the script's KEYS/ARGV from a StoreRequest and decodes its flat reply. Not
-// thread-safe (one per worker thread, like its redis::Client). SECURITY: the reply is checked
-// field by field; any other shape is errc::protocol_error, never a guess.
+// Groups a StoreRequest's ops by state hash, builds the script's KEYS and its one msgpack
+// argument (every name and number precomputed here, where it is cheap, not in Redis), and
+// decodes its flat reply (short or detailed, see rate_script.cpp). Not thread-safe (one per
+// worker thread, like its redis::Client). SECURITY: the reply is checked field by field; any
+// other shape is errc::protocol_error, never a guess.
 #include <relayguard/redis_store.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <limits>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include <relayguard/key_schema.hpp>
 #include <relayguard/strings.hpp>
+
+#include "ratelimit/rate_math.hpp"
 
 namespace relayguard {
 namespace {
@@ -88,14 +96,18 @@ private:
 
 constexpr long long max_ll = std::numeric_limits<long long>::max();
 
-// First element of the script's short reply; the detailed one starts with 0 or 1 (allowed).
-constexpr long long short_reply_tag = 2;
+// First element of the script's short reply: nothing refused, or (then followed by allowed,
+// refused op, retry-after) some op refused. The detailed reply starts with 0 or 1 (allowed).
+constexpr long long short_reply_allowed = 2;
+constexpr long long short_reply_refusal = 3;
+
+constexpr std::int64_t micros_per_second = 1'000'000;
 
 // remaining - what gcra() reports for a window whose TAT is `full_in_us` ahead of now (the
 // x - now of gcra()): the same double operations, so the short reply need not carry it.
 std::uint64_t remaining(const Rate& rate, std::int64_t full_in_us)
 {
-    const std::int64_t period_us = rate.period.count() * 1'000'000;
+    const std::int64_t period_us = rate.period.count() * micros_per_second;
     if (rate.count == 0 || period_us <= 0) return 0;
     const double rem = std::floor(static_cast<double>(period_us - full_in_us) * static_cast<double>(rate.count) /
                                   static_cast<double>(period_us));
@@ -158,12 +170,13 @@ bool decode_short(ReplyCursor& in, const StoreRequest& request, const std::vecto
                   StoreResult& result)
 {
     const std::size_t nops = request.ops.size();
-    in.integer(short_reply_tag, short_reply_tag);
-    result.allowed = in.flag();
-    const long long refused = in.integer(-1, static_cast<long long>(nops) - 1);
-    result.retry_after_us = in.integer(0, max_ll);
-    if (!in.ok()) return false;
-    if (refused >= 0) result.refused_op = order[static_cast<std::size_t>(refused)];
+    if (in.integer(short_reply_allowed, short_reply_refusal) == short_reply_refusal) {
+        result.allowed = in.flag();
+        const long long refused = in.integer(0, static_cast<long long>(nops) - 1);
+        result.retry_after_us = in.integer(0, max_ll);
+        if (!in.ok()) return false;
+        result.refused_op = order[static_cast<std::size_t>(refused)];
+    }
     for (std::size_t k = 0; k < nops; ++k) {
         const std::size_t i = order[k];
         OpOutcome& op = result.ops[i];
@@ -192,7 +205,8 @@ std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& reques
     StoreResult result;
     result.ops.resize(request.ops.size());
     const bool is_short = !reply.elements.empty() && reply.elements[0].type == Reply::Type::integer &&
-                          reply.elements[0].integer == short_reply_tag;
+                          (reply.elements[0].integer == short_reply_allowed ||
+                           reply.elements[0].integer == short_reply_refusal);
     if (!(is_short ? decode_short(in, request, order, result) : decode_detail(in, request, order, result)))
         return std::nullopt;
     if (!in.at_end()) return std::nullopt;
@@ -200,6 +214,82 @@ std::optional<StoreResult> decode(const Reply& reply, const StoreRequest& reques
     if (result.refused_op && result.ops[*result.refused_op].allowed) return std::nullopt;
     if (!result.allowed && !result.refused_op) return std::nullopt;
     return result;
+}
+
+// Packer - the script's arguments as one msgpack string (rate_script.cpp): only what Redis's
+// cmsgpack decodes into Lua numbers and strings, i.e. integers and byte strings.
+class Packer {
+public:
+    void integer(std::int64_t v)
+    {
+        if (v >= 0) {
+            unsigned_integer(static_cast<std::uint64_t>(v));
+        } else if (v >= -32) {
+            out_.push_back(static_cast<char>(static_cast<std::uint8_t>(v))); // negative fixint
+        } else {
+            out_.push_back(static_cast<char>(0xd3)); // int 64
+            big_endian(static_cast<std::uint64_t>(v), 8);
+        }
+    }
+
+    void unsigned_integer(std::uint64_t v)
+    {
+        if (v < 0x80) {
+            out_.push_back(static_cast<char>(v)); // positive fixint
+        } else if (v <= 0xff) {
+            out_.push_back(static_cast<char>(0xcc));
+            big_endian(v, 1);
+        } else if (v <= 0xffff) {
+            out_.push_back(static_cast<char>(0xcd));
+            big_endian(v, 2);
+        } else if (v <= 0xffffffff) {
+            out_.push_back(static_cast<char>(0xce));
+            big_endian(v, 4);
+        } else {
+            out_.push_back(static_cast<char>(0xcf));
+            big_endian(v, 8);
+        }
+    }
+
+    void text(std::string_view s)
+    {
+        if (s.size() < 32) {
+            out_.push_back(static_cast<char>(0xa0 | s.size())); // fixstr
+        } else if (s.size() <= 0xff) {
+            out_.push_back(static_cast<char>(0xd9));
+            big_endian(s.size(), 1);
+        } else if (s.size() <= 0xffff) {
+            out_.push_back(static_cast<char>(0xda));
+            big_endian(s.size(), 2);
+        } else {
+            out_.push_back(static_cast<char>(0xdb));
+            big_endian(s.size(), 4);
+        }
+        out_.append(s);
+    }
+
+    std::string take() { return std::move(out_); }
+
+private:
+    void big_endian(std::uint64_t v, int bytes)
+    {
+        for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) out_.push_back(static_cast<char>((v >> shift) & 0xff));
+    }
+
+    std::string out_;
+};
+
+// increment - what gcra() adds to a window's TAT for `cost` units, with the same double
+// operations (the script uses it as it is); for a count of 0, one more than the period, which
+// no request fits in (gcra() refuses it).
+std::int64_t increment(const Rate& rate, std::uint64_t cost)
+{
+    const std::int64_t period_us = rate.period.count() * micros_per_second;
+    if (rate.count == 0) return period_us + 1;
+    if (cost == 0) return 0;
+    const double d =
+        std::floor(static_cast<double>(cost) * static_cast<double>(period_us) / static_cast<double>(rate.count));
+    return d >= static_cast<double>(detail::max_increment_us) ? detail::max_increment_us : static_cast<std::int64_t>(d);
 }
 
 // Entity - the ops of one request on one state hash (one key value), in request order.
@@ -218,6 +308,100 @@ std::size_t index_of(std::vector<std::string>& list, std::string value)
     return list.size() - 1;
 }
 
+// ScriptCall - the script's KEYS and its one argument for a request, and the script's op order
+// (its k-th op is the request's order[k]).
+struct ScriptCall {
+    std::vector<std::string> keys;
+    std::vector<std::string> argv;
+    std::vector<std::size_t> order;
+};
+
+// make_call - the ops grouped by state hash, so that the script reads and writes each hash once,
+// and every name and number it needs made here rather than in Lua (layout in rate_script.cpp).
+ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::chrono::seconds instance_ttl)
+{
+    const std::size_t n = request.ops.size();
+    std::vector<Entity> entities;
+    std::vector<std::string> parents; // parent override hashes
+    std::vector<std::string> members; // instance members
+    std::vector<std::size_t> parent_of(n, 0), member_of(n, 0); // 1-based; 0 none
+    for (std::size_t i = 0; i < n; ++i) {
+        const CounterOp& op = request.ops[i];
+        std::string key = state_key(prefix, op.key, op.value);
+        auto it = std::find_if(entities.begin(), entities.end(), [&](const Entity& e) { return e.state_key == key; });
+        if (it == entities.end())
+            it = entities.insert(entities.end(), Entity{std::move(key), override_key(prefix, op.key, op.value), {}});
+        it->ops.push_back(i);
+        if (!op.parent.empty()) parent_of[i] = 1 + index_of(parents, override_key(prefix, op.key, op.parent));
+        // An empty instance cannot be deduplicated: such a message counts every time.
+        if (op.once_per_instance && !request.instance.empty())
+            member_of[i] = 1 + index_of(members, instance_member(op.limit, op.key, op.value));
+    }
+
+    // KEYS: the state hashes, their override hashes, the parents' override hashes (so that one
+    // EXISTS covers every override hash), the instance set.
+    ScriptCall call;
+    std::vector<std::string>& keys = call.keys;
+    keys.reserve(2 * entities.size() + parents.size() + 1);
+    for (const Entity& e : entities) keys.push_back(e.state_key);
+    for (const Entity& e : entities) keys.push_back(e.override_key);
+    const std::size_t first_parent = keys.size(); // KEYS index of parents[0], minus 1
+    for (std::string& p : parents) keys.push_back(std::move(p));
+    if (!members.empty()) keys.push_back(instance_key(prefix, request.instance));
+
+    Packer args;
+    args.integer(request.consume ? 1 : 0);
+    args.text(std::to_string(instance_ttl.count())); // as text: only ever an EXPIRE argument
+    args.unsigned_integer(entities.size());
+    args.unsigned_integer(n);
+    args.unsigned_integer(members.size());
+    for (const std::string& m : members) args.text(m);
+    std::vector<std::size_t>& order = call.order;
+    order.reserve(n);
+    for (const Entity& e : entities) {
+        std::size_t fields = 0;
+        for (const std::size_t i : e.ops) {
+            const RateSpec& d = request.ops[i].defaults;
+            if (d.kind == RateSpec::Kind::rates) fields += 2 * d.rates.size(); // TAT and count fields
+        }
+        args.unsigned_integer(e.ops.size());
+        args.unsigned_integer(fields);
+        for (const std::size_t i : e.ops) args.text(request.ops[i].limit);
+        for (const std::size_t i : e.ops) {
+            const CounterOp& op = request.ops[i];
+            if (op.defaults.kind != RateSpec::Kind::rates) continue;
+            for (const Rate& rate : op.defaults.rates) {
+                args.text(tat_field(op.limit, rate.period));
+                args.text(rate_count_field(op.limit, rate.period));
+            }
+        }
+        for (const std::size_t i : e.ops) {
+            const CounterOp& op = request.ops[i];
+            args.unsigned_integer(2 * i + (op.shadow ? 1 : 0));
+            args.unsigned_integer(op.cost);
+            args.unsigned_integer(member_of[i]);
+            args.unsigned_integer(parent_of[i] == 0 ? 0 : first_parent + parent_of[i]);
+            // The config's rates (-1: "unlimited"); per window the count as text (the script
+            // compares it with the one stored with the TAT, converting neither), the period in
+            // µs and the TAT increment of this op's cost.
+            if (op.defaults.kind == RateSpec::Kind::unlimited) {
+                args.integer(-1);
+            } else {
+                args.unsigned_integer(op.defaults.rates.size());
+                for (const Rate& rate : op.defaults.rates) {
+                    args.text(std::to_string(rate.count));
+                    args.integer(rate.period.count() * micros_per_second);
+                    args.integer(increment(rate, op.cost));
+                }
+            }
+            order.push_back(i);
+        }
+    }
+
+    call.argv.push_back(args.take());
+    return call;
+}
+
 } // namespace
 
 RedisStore::RedisStore(redis::Client& client, std::string key_prefix, std::chrono::seconds instance_ttl)
@@ -227,90 +411,14 @@ RedisStore::RedisStore(redis::Client& client, std::string key_prefix, std::chron
 
 boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
 {
-    // The script's arguments (layout in rate_script.cpp): the ops grouped by state hash, so that
-    // the script reads and writes each hash once; every name it needs is made here, not in Lua.
-    const std::size_t n = request.ops.size();
-    std::vector<Entity> entities;
-    std::vector<std::string> parents; // parent override hashes
-    std::vector<std::string> members; // instance members
-    std::vector<std::size_t> parent_of(n, 0), member_of(n, 0); // 1-based; 0 none
-    for (std::size_t i = 0; i < n; ++i) {
-        const CounterOp& op = request.ops[i];
-        std::string key = state_key(prefix_, op.key, op.value);
-        auto it = std::find_if(entities.begin(), entities.end(), [&](const Entity& e) { return e.state_key == key; });
-        if (it == entities.end())
-            it = entities.insert(entities.end(), Entity{std::move(key), override_key(prefix_, op.key, op.value), {}});
-        it->ops.push_back(i);
-        if (!op.parent.empty()) parent_of[i] = 1 + index_of(parents, override_key(prefix_, op.key, op.parent));
-        // An empty instance cannot be deduplicated: such a message counts every time.
-        if (op.once_per_instance && !request.instance.empty())
-            member_of[i] = 1 + index_of(members, instance_member(op.limit, op.key, op.value));
-    }
-
-    // KEYS: the state hashes, their override hashes, the parents' override hashes (so that one
-    // EXISTS covers every override hash), the instance set.
-    std::vector<std::string> keys;
-    keys.reserve(2 * entities.size() + parents.size() + 1);
-    for (const Entity& e : entities) keys.push_back(e.state_key);
-    for (const Entity& e : entities) keys.push_back(e.override_key);
-    const std::size_t first_parent = keys.size(); // KEYS index of parents[0], minus 1
-    for (std::string& p : parents) keys.push_back(std::move(p));
-    if (!members.empty()) keys.push_back(instance_key(prefix_, request.instance));
-
-    std::vector<std::string> args;
-    args.reserve(5 + members.size() + 2 * entities.size() + 16 * n);
-    args.emplace_back(request.consume ? "1" : "0");
-    args.push_back(std::to_string(instance_ttl_.count()));
-    args.push_back(std::to_string(entities.size()));
-    args.push_back(std::to_string(n));
-    args.push_back(std::to_string(members.size()));
-    for (std::string& m : members) args.push_back(std::move(m));
-    std::vector<std::size_t> order; // the script's op order: entity by entity
-    order.reserve(n);
-    for (const Entity& e : entities) {
-        std::size_t fields = 0;
-        for (const std::size_t i : e.ops) {
-            const RateSpec& d = request.ops[i].defaults;
-            if (d.kind == RateSpec::Kind::rates) fields += 2 * d.rates.size(); // TAT and count fields
-        }
-        args.push_back(std::to_string(e.ops.size()));
-        args.push_back(std::to_string(fields));
-        for (const std::size_t i : e.ops) args.push_back(request.ops[i].limit);
-        for (const std::size_t i : e.ops) {
-            const CounterOp& op = request.ops[i];
-            if (op.defaults.kind != RateSpec::Kind::rates) continue;
-            for (const Rate& rate : op.defaults.rates) {
-                args.push_back(tat_field(op.limit, rate.period));
-                args.push_back(rate_count_field(op.limit, rate.period));
-            }
-        }
-        for (const std::size_t i : e.ops) {
-            const CounterOp& op = request.ops[i];
-            args.push_back(std::to_string(2 * i + (op.shadow ? 1 : 0)));
-            args.push_back(std::to_string(op.cost));
-            args.push_back(std::to_string(member_of[i]));
-            args.push_back(parent_of[i] == 0 ? std::string("0") : std::to_string(first_parent + parent_of[i]));
-            // The config's rates as numbers; -1 for "unlimited".
-            if (op.defaults.kind == RateSpec::Kind::unlimited) {
-                args.emplace_back("-1");
-            } else {
-                args.push_back(std::to_string(op.defaults.rates.size()));
-                for (const Rate& rate : op.defaults.rates) {
-                    args.push_back(std::to_string(rate.count));
-                    args.push_back(std::to_string(rate.period.count()));
-                }
-            }
-            order.push_back(i);
-        }
-    }
-
+    const ScriptCall call = make_call(request, prefix_, instance_ttl_);
     std::string error_text;
-    auto reply = co_await client_.eval(rate_script(), keys, args, &error_text);
+    auto reply = co_await client_.eval(rate_script(), call.keys, call.argv, &error_text);
     if (!reply) {
         if (reply.error() == redis::errc::server_error) log_script_error(error_text);
         co_return Result(boost::system::in_place_error, reply.error());
     }
-    auto result = decode(*reply, request, order);
+    auto result = decode(*reply, request, call.order);
     if (!result) co_return Result(boost::system::in_place_error, make_error_code(redis::errc::protocol_error));
     co_return std::move(*result);
 }

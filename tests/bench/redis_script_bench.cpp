@@ -12,7 +12,6 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <iterator>
@@ -26,7 +25,6 @@
 #include <vector>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <fmt/format.h>
@@ -48,8 +46,8 @@ using relayguard::StoreRequest;
 using relayguard::redis::Client;
 using relayguard::redis::Reply;
 
-// Defaults: the brief's N and rounds; requests in flight at once (Redis's CPU per command does
-// not depend on it; it only shortens the wall time of a run on a loaded machine).
+// Defaults: requests per run and runs (medians are over runs); requests in flight at once
+// (Redis's CPU per command does not depend on it; it only shortens the wall time of a run).
 constexpr int default_requests = 20'000;
 constexpr int default_rounds = 3;
 constexpr int default_inflight = 8;
@@ -124,8 +122,6 @@ StoreRequest typical_request(long n, const std::string& scenario)
     return r;
 }
 
-Reply command(asio::io_context& io, Client& client, std::vector<std::string> args);
-
 // run_sync - run `aw` on `io` to completion.
 template <class T>
 T run_sync(asio::io_context& io, asio::awaitable<T> aw)
@@ -141,12 +137,14 @@ T run_sync(asio::io_context& io, asio::awaitable<T> aw)
     return std::move(*out);
 }
 
+// send - one command (owning its arguments while it is in flight).
 asio::awaitable<boost::system::result<Reply, std::error_code>> send(Client& client, std::vector<std::string> args)
 {
     std::vector<std::string_view> argv(args.begin(), args.end());
     co_return co_await client.command(std::move(argv));
 }
 
+// command - one command that must get a non-error reply.
 Reply command(asio::io_context& io, Client& client, std::vector<std::string> args)
 {
     const std::string name = args.at(0);
@@ -227,6 +225,7 @@ double process_cpu_usec(pid_t pid)
     return (utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+// run - one run of opt.requests of `subject`: reset Redis's stats, send, read them back.
 Stats run(asio::io_context& io, Client& client, relayguard::RedisStore& store, const relayguard::redis::Script& ref,
           Subject subject, const Options& opt, long offset, pid_t server_pid)
 {
@@ -306,6 +305,8 @@ Options parse_options(int argc, char** argv)
     return o;
 }
 
+// bench - start or reach Redis, warm up (every entity's hash exists, as on a server that has
+// been running), then the rounds, each a store run and a reference run; print, return 0.
 int bench(const Options& opt)
 {
     std::unique_ptr<relayguard::testing::RedisServer> server;
@@ -343,8 +344,8 @@ int bench(const Options& opt)
     // Warm up: every entity's hash exists, as on a server that has been running a while.
     Options warm = opt;
     warm.requests = std::max(recipients_per_message * logins, opt.requests / 10);
-    run(io, client, store, ref, Subject::store, warm, 0, -1);
-    run(io, client, store, ref, Subject::reference, warm, 0, -1);
+    if (opt.only != "reference") run(io, client, store, ref, Subject::store, warm, 0, -1);
+    if (opt.only != "store") run(io, client, store, ref, Subject::reference, warm, 0, -1);
 
     fmt::print("redis {} scenario {}, {} requests per run, {} in flight\n", address, opt.scenario, opt.requests,
                opt.inflight);
