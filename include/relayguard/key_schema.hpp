@@ -14,6 +14,12 @@
 //                          by itself at "until"
 //   PREFIX{suspended}      sorted set, LOGIN -> since: the index `relayguardctl suspended` lists
 //                          (entries whose :s key is gone are stale and skipped/cleaned)
+//   PREFIX{l:LOGIN}:g:SIG:N  compromise signal SIG (networks|recipient_domains|rate_refusals) of
+//                          a login in quarter-window bucket N (unix s / bucket length):
+//                          HyperLogLog (distinct counts) or string counter (rate_refusals);
+//                          expires one window after its bucket ends
+//   PREFIX{l:LOGIN}:e:WHAT string, marker that event WHAT (warn, hold, suspend, ...) of a login
+//                          was reported; SET NX with the window as TTL (one report per fleet)
 //   PREFIX{own:KEY}        set, logins that own KEY, an address or "@domain" (lower case)
 //   PREFIX{domains}        set, local domains (lower case)
 // TAG: l (sasl_username), s (sender), sd (sender_domain), c (client_address), rd
@@ -22,6 +28,7 @@
 // never break the hash tag: one key value's keys share one Redis Cluster slot.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -40,6 +47,8 @@ std::string instance_key(std::string_view prefix, std::string_view instance);
 std::string instance_member(std::string_view limit, LimitKey key, std::string_view value);
 std::string suspension_key(std::string_view prefix, std::string_view login);
 std::string suspended_index_key(std::string_view prefix);
+std::string signal_key(std::string_view prefix, std::string_view login, std::string_view signal, std::int64_t bucket);
+std::string event_key(std::string_view prefix, std::string_view login, std::string_view what);
 std::string owners_key(std::string_view prefix, std::string_view address_or_at_domain);
 std::string domains_key(std::string_view prefix);
 // Hash fields.

@@ -131,6 +131,26 @@ std::string suspended_index_key(std::string_view prefix)
     return out;
 }
 
+// signal_key - beside the login's suspension, in its hash tag: one Cluster slot per login, so
+// PFCOUNT and MGET over a login's buckets are single-slot commands.
+std::string signal_key(std::string_view prefix, std::string_view login, std::string_view signal, std::int64_t bucket)
+{
+    std::string out = state_key(prefix, LimitKey::sasl_username, login);
+    out += ":g:";
+    out += escape_key_value(signal);
+    out += ':';
+    out += std::to_string(bucket);
+    return out;
+}
+
+std::string event_key(std::string_view prefix, std::string_view login, std::string_view what)
+{
+    std::string out = state_key(prefix, LimitKey::sasl_username, login);
+    out += ":e:";
+    out += escape_key_value(what);
+    return out;
+}
+
 std::string owners_key(std::string_view prefix, std::string_view address_or_at_domain)
 {
     std::string out(prefix);

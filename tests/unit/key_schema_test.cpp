@@ -67,6 +67,29 @@ TEST(KeySchema, BuildsInstanceKeysMembersAndFields)
     EXPECT_EQ(relayguard::refused_field("per_login"), "r:per_login");
 }
 
+TEST(KeySchema, BuildsSignalAndEventKeysInTheLoginsHashTag)
+{
+    struct Case {
+        std::string got;
+        std::string want;
+    };
+    const std::vector<Case> cases = {
+        {relayguard::signal_key(prefix, "alice@example.com", "networks", 7083333), "rg:{l:alice@example.com}:g:networks:7083333"},
+        {relayguard::signal_key(prefix, "alice", "recipient_domains", 0), "rg:{l:alice}:g:recipient_domains:0"},
+        {relayguard::signal_key(prefix, "alice", "rate_refusals", -1), "rg:{l:alice}:g:rate_refusals:-1"},
+        {relayguard::signal_key("", "a b", "networks", 12), "{l:a%20b}:g:networks:12"},
+        {relayguard::signal_key(prefix, "a}{b", "networks", 1), "rg:{l:a%7D%7Bb}:g:networks:1"},
+        {relayguard::event_key(prefix, "alice@example.com", "warn"), "rg:{l:alice@example.com}:e:warn"},
+        {relayguard::event_key(prefix, "alice", "suspend"), "rg:{l:alice}:e:suspend"},
+        {relayguard::event_key("mail:", "x}y", "hold"), "mail:{l:x%7Dy}:e:hold"},
+    };
+    for (const auto& c : cases) EXPECT_EQ(c.got, c.want) << "got=" << c.got << " want=" << c.want;
+    // The same tag as the login's suspension: one Redis Cluster slot per login.
+    const std::string s = relayguard::suspension_key(prefix, "a}{b");
+    const std::string g = relayguard::signal_key(prefix, "a}{b", "networks", 1);
+    EXPECT_EQ(g.substr(0, s.size() - 2), s.substr(0, s.size() - 2)) << "got=" << g << " want prefix of " << s;
+}
+
 TEST(KeySchema, EscapesEveryByteOutsideTheSafeSet)
 {
     // Written out here, not taken from the code under test.
