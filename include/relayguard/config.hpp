@@ -68,6 +68,12 @@ struct ServerConfig {
     unsigned socket_mode = default_socket_mode; // UNIX listeners
     std::string socket_owner;                   // empty: leave as created
     std::string socket_group;
+    // Privileges: started as root, the daemon binds every listener and then drops to `user`
+    // (and `group`, else the user's primary group) for good, supplementary groups included.
+    // Running on as root is refused unless allow_root is set. Empty user: no change of identity.
+    std::string user;
+    std::string group;
+    bool allow_root = false;
 };
 
 struct LogConfig {
@@ -101,6 +107,12 @@ struct PlaintextAuthConfig : CheckConfig {
 };
 
 struct RelayConfig : CheckConfig {};
+
+// The suspended check (first after exempt): a login suspended by relayguardctl or by the
+// compromise ladder is refused with this reply until the suspension is lifted or ends.
+inline constexpr std::string_view default_suspended_reply =
+    "554 5.7.1 Account suspended, contact your mail administrator";
+struct SuspendedConfig : CheckConfig {};
 
 struct SenderOwnershipConfig : CheckConfig {
     // Reply when an unauthenticated, untrusted client uses a sender in a local domain.
@@ -153,6 +165,52 @@ struct RateLimitsConfig {
     std::vector<ProtocolState> hooked_at{ProtocolState::rcpt};
 };
 
+// Compromise detection per login (DESIGN.md section 4). Signals, counted per login within
+// `window`: distinct client networks (IPv4 /ipv4_prefix, IPv6 /ipv6_prefix), distinct recipient
+// domains (only if track_recipient_domains), and rate-limit refusals. Each rung of the ladder
+// has a threshold per signal (0: that signal does not trigger the rung); a login's rung is the
+// highest whose threshold any signal reaches. Warn logs and publishes an event; hold answers
+// hold_reply (Postfix keeps the mail in its hold queue); suspend suspends the login (reason
+// naming the signal and the numbers) for suspend_duration (0: until lifted).
+inline constexpr std::chrono::seconds default_compromise_window{3600};
+inline constexpr std::string_view default_hold_reply = "HOLD relayguard: login under review";
+struct LadderRung {
+    std::uint64_t networks = 0;
+    std::uint64_t recipient_domains = 0;
+    std::uint64_t rate_refusals = 0;
+    bool shadow = false; // log and publish "would hold/suspend", answer as if below this rung
+
+    bool any() const noexcept { return networks != 0 || recipient_domains != 0 || rate_refusals != 0; }
+};
+struct CompromiseConfig {
+    bool enabled = false;
+    std::chrono::seconds window = default_compromise_window;
+    unsigned ipv4_prefix = 24;
+    unsigned ipv6_prefix = 48;
+    bool track_recipient_domains = false;
+    LadderRung warn;
+    LadderRung hold;
+    LadderRung suspend;
+    std::string hold_reply{default_hold_reply};
+    std::chrono::seconds suspend_duration{0};
+    bool applies_to_exempt = false; // exempt logins/clients are not tracked unless set
+};
+
+// Events (ladder steps, automatic suspensions): logged once at warning level; also published as
+// one JSON object on a Redis channel (Redis store only; empty channel: not published) and
+// written to the stdin of `command` (empty: none), which is killed after command_timeout.
+inline constexpr std::string_view default_events_channel = "relayguard:events";
+inline constexpr std::chrono::milliseconds default_event_command_timeout{10000};
+// Events waiting for the command; past this they are dropped (and counted), never queued
+// without bound.
+inline constexpr std::size_t default_event_queue = 1000;
+struct EventsConfig {
+    std::string channel{default_events_channel};
+    std::string command; // run with /bin/sh -c
+    std::chrono::milliseconds command_timeout = default_event_command_timeout;
+    std::size_t queue = default_event_queue;
+};
+
 // The Prometheus endpoint (/metrics, /healthz): off unless listen is set.
 struct MetricsConfig {
     std::optional<Endpoint> listen; // inet only; read at start (a change needs a restart)
@@ -170,12 +228,15 @@ struct Config {
     ExemptConfig exempt;
     AuthRequiredConfig auth_required{{.reply = std::string(default_auth_required_reply)}};
     PlaintextAuthConfig plaintext_auth{{.reply = std::string(default_plaintext_auth_reply)}};
+    SuspendedConfig suspended{{.reply = std::string(default_suspended_reply)}};
     RelayConfig relay{{.reply = std::string(default_relay_reply)}};
     SenderOwnershipConfig sender_ownership{{.reply = std::string(default_sender_ownership_reply)}};
 
     RateLimitsConfig rate_limits;
     std::vector<LimitConfig> limits; // [[limit]], in file order
     StoreConfig store;
+    CompromiseConfig compromise;
+    EventsConfig events;
     MetricsConfig metrics;
 };
 

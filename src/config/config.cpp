@@ -23,6 +23,7 @@
 #include <toml++/toml.h>
 
 #include <relayguard/action.hpp>
+#include <relayguard/live_facts.hpp>
 #include <relayguard/strings.hpp>
 
 #include "config/config_values.hpp"
@@ -81,6 +82,17 @@ constexpr std::chrono::milliseconds max_redis_connect_timeout = 1min;
 constexpr std::size_t max_password_bytes = 4096;
 constexpr std::chrono::milliseconds min_instance_ttl = 1min;
 constexpr std::chrono::milliseconds max_instance_ttl = 24h;
+// compromise.window: its quarter is the length of a signal bucket (live_facts.hpp); under a
+// minute the ladder would only see bursts, and the longest duration is the file's max_duration.
+constexpr std::chrono::milliseconds min_compromise_window = 1min;
+// compromise.suspend_duration: an automatic suspension of under a second ends before anyone sees it.
+constexpr std::chrono::milliseconds min_suspend_duration = 1s;
+// Ladder thresholds: no login reaches a million distinct networks or domains within a window;
+// a larger number is a typo, not a setting.
+constexpr std::int64_t max_ladder_threshold = 1'000'000;
+// events.queue: events waiting for the event command (config.hpp); past 100000 a stuck command
+// would hold more memory than a policy daemon should.
+constexpr std::int64_t max_event_queue = 100'000;
 
 std::string quoted(std::string_view text) { return "\"" + sanitize(text) + "\""; }
 
@@ -128,6 +140,15 @@ bool has_control_character(std::string_view text)
         const auto u = static_cast<unsigned char>(c);
         return u < 0x20 || u == 0x7f;
     });
+}
+
+// is_zero_duration - "0", or zero in any unit the config writes durations in ("0s", "00m").
+bool is_zero_duration(std::string_view text)
+{
+    const auto digits = text.find_first_not_of('0');
+    if (text.empty() || digits == 0) return false;
+    const std::string_view unit = digits == std::string_view::npos ? std::string_view{} : text.substr(digits);
+    return unit.empty() || unit == "ms" || unit == "s" || unit == "m" || unit == "h" || unit == "d";
 }
 
 // format_duration - the largest unit that divides it exactly, as the config writes it.
@@ -206,6 +227,8 @@ private:
     Reader integer(T& out, std::int64_t lo, std::int64_t hi);
     Reader duration(std::chrono::milliseconds& out);
     Reader duration(std::chrono::milliseconds& out, std::chrono::milliseconds lo, std::chrono::milliseconds hi);
+    Reader whole_seconds(std::chrono::seconds& out, std::chrono::milliseconds lo, std::chrono::milliseconds hi,
+                         bool allow_zero);
     Reader text(std::string& out);
     Reader account_name(std::string& out);
     Reader absolute_path(std::string& out);
@@ -234,10 +257,15 @@ private:
     bool read_store_redis(const toml::node& node, const std::string& key);
     bool check_store_redis();
     bool read_metrics(const toml::node& node, const std::string& key);
+    bool read_compromise(const toml::node& node, const std::string& key);
+    bool read_rung(const toml::node& node, const std::string& key, LadderRung& rung);
+    bool read_events(const toml::node& node, const std::string& key);
 
     bool check_config();
+    bool check_ladder();
     void warn_limits();
     void warn_store();
+    void warn_compromise();
     void warn_duplicate(std::unordered_map<std::string, unsigned>& first, const std::string& value,
                         const toml::node& at, const std::string& key);
 
@@ -265,6 +293,8 @@ boost::system::result<Config, ConfigError> Loader::load(const toml::table& root,
                                    {"limit", [this](auto& n, auto& k) { return read_limits(n, k); }},
                                    {"store", [this](auto& n, auto& k) { return read_store(n, k); }},
                                    {"metrics", [this](auto& n, auto& k) { return read_metrics(n, k); }},
+                                   {"compromise", [this](auto& n, auto& k) { return read_compromise(n, k); }},
+                                   {"events", [this](auto& n, auto& k) { return read_events(n, k); }},
                                });
     if (!ok || !check_config()) {
         assert(error_); // every path that returns false went through fail()
@@ -414,6 +444,25 @@ Loader::Reader Loader::duration(std::chrono::milliseconds& out, std::chrono::mil
     };
 }
 
+// whole_seconds - a duration in [lo, hi] that is a whole number of seconds; with allow_zero
+// also zero ("0", "0s", ...), which a setting uses for "never ends".
+Loader::Reader Loader::whole_seconds(std::chrono::seconds& out, std::chrono::milliseconds lo, std::chrono::milliseconds hi,
+                                     bool allow_zero)
+{
+    return [this, &out, lo, hi, allow_zero](const toml::node& node, const std::string& key) {
+        if (const auto* value = node.as_string(); allow_zero && value && is_zero_duration(value->get())) {
+            out = std::chrono::seconds{0};
+            return true;
+        }
+        std::chrono::milliseconds d = out;
+        if (!duration(d, lo, hi)(node, key)) return false;
+        if (d % std::chrono::seconds{1} != std::chrono::milliseconds::zero())
+            return fail(node, key, "must be a whole number of seconds, got " + format_duration(d));
+        out = std::chrono::duration_cast<std::chrono::seconds>(d);
+        return true;
+    };
+}
+
 Loader::Reader Loader::account_name(std::string& out)
 {
     return [this, &out](const toml::node& node, const std::string& key) {
@@ -535,6 +584,9 @@ bool Loader::read_server(const toml::node& node, const std::string& key)
                            }},
                           {"socket_owner", account_name(s.socket_owner)},
                           {"socket_group", account_name(s.socket_group)},
+                          {"user", account_name(s.user)},
+                          {"group", account_name(s.group)},
+                          {"allow_root", boolean(s.allow_root)},
                       });
 }
 
@@ -655,6 +707,7 @@ bool Loader::read_checks(const toml::node& node, const std::string& key)
                           {"exempt", [this](auto& n, auto& k) { return read_exempt(n, k); }},
                           {"auth_required", [this](auto& n, auto& k) { return read_auth_required(n, k); }},
                           {"plaintext_auth", [this](auto& n, auto& k) { return read_plaintext_auth(n, k); }},
+                          {"suspended", [this](auto& n, auto& k) { return read_table(n, k, check_fields(config_.suspended)); }},
                           {"relay", [this](auto& n, auto& k) { return read_table(n, k, check_fields(config_.relay)); }},
                           {"sender_ownership", [this](auto& n, auto& k) { return read_sender_ownership(n, k); }},
                       });
@@ -1020,6 +1073,128 @@ bool Loader::read_metrics(const toml::node& node, const std::string& key)
                       });
 }
 
+// read_compromise - the compromise ladder: how signals are counted, and its three rungs.
+bool Loader::read_compromise(const toml::node& node, const std::string& key)
+{
+    auto& c = config_.compromise;
+    return read_table(node, key,
+                      {
+                          {"enabled", boolean(c.enabled)},
+                          {"window", whole_seconds(c.window, min_compromise_window, max_duration, false)},
+                          {"ipv4_prefix", integer(c.ipv4_prefix, 1, max_prefix_v4)},
+                          {"ipv6_prefix", integer(c.ipv6_prefix, 1, max_prefix_v6)},
+                          {"track_recipient_domains", boolean(c.track_recipient_domains)},
+                          {"hold_reply",
+                           [this, &c](const toml::node& n, const std::string& k) {
+                               std::string text;
+                               if (!get_string(n, k, text)) return false;
+                               if (auto reason = validate_action(text)) return fail(n, k, "invalid reply " + quoted(text) + ": " + *reason);
+                               // access(5): HOLD keeps the mail in the hold queue until the operator
+                               // releases (postsuper -H) or deletes it; any other action decides now.
+                               if (text != "HOLD" && !text.starts_with("HOLD "))
+                                   warn(line_of(n), k,
+                                        quoted(text) + " is not a HOLD action: mail of a login on the hold rung will not wait in "
+                                                       "the hold queue for review");
+                               c.hold_reply = std::move(text);
+                               return true;
+                           }},
+                          {"suspend_duration", whole_seconds(c.suspend_duration, min_suspend_duration, max_duration, true)},
+                          {"applies_to_exempt", boolean(c.applies_to_exempt)},
+                          {"warn", [this, &c](auto& n, auto& k) { return read_rung(n, k, c.warn); }},
+                          {"hold", [this, &c](auto& n, auto& k) { return read_rung(n, k, c.hold); }},
+                          {"suspend", [this, &c](auto& n, auto& k) { return read_rung(n, k, c.suspend); }},
+                      });
+}
+
+// read_rung - one rung of the ladder: a threshold per signal (0: not this signal) and shadow.
+bool Loader::read_rung(const toml::node& node, const std::string& key, LadderRung& rung)
+{
+    return read_table(node, key,
+                      {
+                          {"networks", integer(rung.networks, 0, max_ladder_threshold)},
+                          {"recipient_domains", integer(rung.recipient_domains, 0, max_ladder_threshold)},
+                          {"rate_refusals", integer(rung.rate_refusals, 0, max_ladder_threshold)},
+                          {"shadow", boolean(rung.shadow)},
+                      });
+}
+
+// read_events - where ladder events go besides the log.
+bool Loader::read_events(const toml::node& node, const std::string& key)
+{
+    auto& e = config_.events;
+    return read_table(node, key,
+                      {
+                          {"channel", text(e.channel)},
+                          {"command", text(e.command)},
+                          {"command_timeout", duration(e.command_timeout)},
+                          {"queue", integer(e.queue, 1, max_event_queue)},
+                      });
+}
+
+// The rungs in ladder order, with their names in the file.
+struct RungRef {
+    const char* name;
+    const LadderRung* rung;
+};
+// The signals of a rung, with their names in the file.
+struct SignalRef {
+    const char* name;
+    std::uint64_t LadderRung::*threshold;
+};
+constexpr SignalRef ladder_signals[] = {{"networks", &LadderRung::networks},
+                                        {"recipient_domains", &LadderRung::recipient_domains},
+                                        {"rate_refusals", &LadderRung::rate_refusals}};
+
+// check_ladder - a higher rung must not trigger on a signal before a lower one does: that
+// would skip the lower rung's warning or hold for that signal.
+bool Loader::check_ladder()
+{
+    const auto& c = config_.compromise;
+    const RungRef rungs[] = {{"warn", &c.warn}, {"hold", &c.hold}, {"suspend", &c.suspend}};
+    for (std::size_t hi = 1; hi < std::size(rungs); ++hi)
+        for (std::size_t lo = 0; lo < hi; ++lo)
+            for (const auto& sig : ladder_signals) {
+                const std::uint64_t low = rungs[lo].rung->*sig.threshold;
+                const std::uint64_t high = rungs[hi].rung->*sig.threshold;
+                if (low == 0 || high == 0 || high >= low) continue;
+                const std::string k = std::string("compromise.") + rungs[hi].name + "." + sig.name;
+                return fail(line_of_key(k), k,
+                            "must be 0 or at least compromise." + std::string(rungs[lo].name) + "." + sig.name + " (" +
+                                std::to_string(low) + "), got " + std::to_string(high) + ": a higher rung cannot trigger before a "
+                                "lower one");
+            }
+    return true;
+}
+
+// warn_compromise - ladder settings that can never trigger or are never enforced.
+void Loader::warn_compromise()
+{
+    const auto& c = config_.compromise;
+    const RungRef rungs[] = {{"warn", &c.warn}, {"hold", &c.hold}, {"suspend", &c.suspend}};
+    if (c.enabled && !c.warn.any() && !c.hold.any() && !c.suspend.any())
+        warn(line_of_key("compromise"), "compromise",
+             "enabled, but no rung has a threshold (compromise.warn, compromise.hold, compromise.suspend): nothing is ever "
+             "reported");
+    for (const auto& r : rungs)
+        for (const auto& sig : ladder_signals) {
+            const std::uint64_t threshold = r.rung->*sig.threshold;
+            if (threshold == 0) continue;
+            const std::string k = std::string("compromise.") + r.name + "." + sig.name;
+            if (sig.threshold == &LadderRung::recipient_domains && !c.track_recipient_domains)
+                warn(line_of_key(k), k,
+                     "has no effect: compromise.track_recipient_domains is false, so recipient domains are not counted");
+            else if (sig.threshold == &LadderRung::rate_refusals && !config_.rate_limits.enabled)
+                warn(line_of_key(k), k, "has no effect: rate_limits.enabled is false, so there are no refusals to count");
+            else if (threshold > embedded_signal_cap && config_.store.type == StoreConfig::Type::embedded)
+                warn(line_of_key(k), k,
+                     std::to_string(threshold) + " is never reached with store.type = \"embedded\": its counts stop at " +
+                         std::to_string(embedded_signal_cap) + " (lower the threshold, or use the Redis store)");
+        }
+    if (c.enabled && c.suspend.any() && !config_.suspended.enabled)
+        warn(line_of_key("compromise.suspend"), "compromise.suspend",
+             "suspensions are written but never enforced: checks.suspended is disabled");
+}
+
 // check_config - rules that span keys, after every key has been read.
 bool Loader::check_config()
 {
@@ -1038,6 +1213,8 @@ bool Loader::check_config()
         }
     }
 
+    if (!check_ladder()) return false;
+
     // Sanity check. Warnings only from here on.
     const unsigned cores = std::thread::hardware_concurrency(); // 0: unknown
     if (cores > 0 && s.threads > cores)
@@ -1052,6 +1229,15 @@ bool Loader::check_config()
         warn(line_of_key("server.request_timeout"), "server.request_timeout",
              format_duration(s.request_timeout) + " is not shorter than Postfix's smtpd_policy_service_timeout (" +
                  seconds(postfix_policy_timeout) + "): Postfix gives up before relayguard does");
+    // Running on as root needs allow_root (config.hpp); the command line may allow it too, so
+    // this is only a warning.
+    if (s.user == "root" && !s.allow_root)
+        warn(line_of_key("server.user"), "server.user",
+             "\"root\" keeps every privilege after the listeners are bound: name an unprivileged user, or set "
+             "server.allow_root = true if running as root is meant");
+    if (!s.group.empty() && s.user.empty())
+        warn(line_of_key("server.group"), "server.group",
+             "has no effect without server.user: relayguard changes its identity only when a user is set");
     const bool any_unix = std::any_of(s.listen.begin(), s.listen.end(),
                                       [](const Endpoint& ep) { return ep.kind == Endpoint::Kind::unix_socket; });
     // Only values other than the default: the example config spells out the defaults.
@@ -1096,7 +1282,8 @@ bool Loader::check_config()
              "every authenticated sender will be refused");
 
     const std::pair<const char*, const CheckConfig*> checks[] = {
-        {"checks.auth_required", &a}, {"checks.plaintext_auth", &p}, {"checks.relay", &config_.relay}, {"checks.sender_ownership", &o}};
+        {"checks.suspended", &config_.suspended}, {"checks.auth_required", &a}, {"checks.plaintext_auth", &p},
+        {"checks.relay", &config_.relay},         {"checks.sender_ownership", &o}};
     for (const auto& [name, check] : checks) {
         const std::string shadow_key = std::string(name) + ".shadow";
         if (check->shadow && !check->enabled)
@@ -1104,6 +1291,7 @@ bool Loader::check_config()
     }
     warn_limits();
     warn_store();
+    warn_compromise();
     return true;
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// policy.cpp - the check pipeline (DESIGN.md section 2): decide() and the decision log line.
+// policy.cpp - the check pipeline (DESIGN.md section 2): decide(), plan_live() (what the live
+// store is asked before it), and the decision log line.
 //
 // Pure functions of (request, snapshot): no I/O, no state; thread-safe. decide() runs for every
 // recipient, so a pass allocates nothing: reasons are built only for a failure, or for every
@@ -9,12 +10,15 @@
 #include <relayguard/policy.hpp>
 
 #include <algorithm>
+#include <ctime>
 #include <iterator>
 #include <optional>
 #include <string>
 
 #include <relayguard/net.hpp>
 #include <relayguard/strings.hpp>
+
+#include "policy/key_values.hpp"
 
 namespace relayguard {
 namespace {
@@ -29,12 +33,16 @@ constexpr std::size_t max_log_value_bytes = 256;
 constexpr std::size_t max_log_reason_bytes = 512;
 // Most digits of a TCP port number.
 constexpr std::size_t max_port_digits = 5;
+// A suspension's reason (operator text, or the ladder's) is cut after this many bytes in the
+// check's reason: enough for a sentence and a ticket number.
+constexpr std::size_t max_suspension_reason_bytes = 256;
 
 struct Context {
     const Request& request;
     const Config& config;
     const Snapshot& snapshot;
-    bool explain; // build reasons for every verdict, not only for failures (a trace was asked for)
+    bool explain;          // build reasons for every verdict, not only for failures (a trace was asked for)
+    const LiveFacts* live; // the live store's answer, or nullptr (no store, or it failed)
 };
 
 // One check's verdict as a check function returns it.
@@ -107,6 +115,34 @@ Eval check_exempt(const Context& ctx)
     });
 }
 
+// format_utc - "2026-11-28 03:00:00 UTC"; a time gmtime cannot represent as "@SECONDS".
+std::string format_utc(std::int64_t unix_seconds)
+{
+    const auto t = static_cast<std::time_t>(unix_seconds);
+    std::tm tm{};
+    char buf[32];
+    if (gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        return "@" + std::to_string(unix_seconds);
+    return buf;
+}
+
+// check_suspended - applies to a login; fails while the live store holds a suspension of it in
+// force (the store drops one whose `until` passed). Without a store answer it passes: the
+// suspension is unknown, and the other checks still run.
+Eval check_suspended(const Context& ctx)
+{
+    const std::string& login = ctx.request[Attr::sasl_username];
+    if (login.empty()) return not_applicable(ctx, [] { return "not authenticated"; });
+    if (ctx.live == nullptr) return not_applicable(ctx, [] { return "no live store answer"; });
+    if (!ctx.live->suspension) return passed(ctx, [&] { return "login " + show(login) + " not suspended"; });
+    const Suspension& s = *ctx.live->suspension;
+    std::string reason = "suspended since " + format_utc(s.since);
+    reason += s.until == 0 ? " until lifted" : " until " + format_utc(s.until);
+    if (!s.by.empty()) reason += " by " + show(s.by);
+    if (!s.reason.empty()) reason += ": " + sanitize(s.reason, max_suspension_reason_bytes);
+    return failed(ctx.config.suspended.reply, std::move(reason));
+}
+
 // check_auth_required - applies when server_port is a decimal port listed in ports, or when
 // policy_context is non-empty and listed in policy_contexts (exact match); then the request must
 // carry a login.
@@ -148,8 +184,8 @@ Eval check_plaintext_auth(const Context& ctx)
 }
 
 // check_relay - applies to an unauthenticated request with a recipient (not at MAIL). The
-// recipient's domain must be local; an unqualified recipient (no domain) passes, because the MTA
-// completes it with its own domain.
+// recipient's domain must be local (config, or the live store's domains); an unqualified
+// recipient (no domain) passes, because the MTA completes it with its own domain.
 Eval check_relay(const Context& ctx)
 {
     const RelayConfig& c = ctx.config.relay;
@@ -160,6 +196,8 @@ Eval check_relay(const Context& ctx)
     if (domain.empty()) return passed(ctx, [] { return "unqualified recipient"; });
     if (ctx.snapshot.local_domains.contains(domain))
         return passed(ctx, [&] { return "recipient domain " + show(domain) + " is local"; });
+    if (ctx.live != nullptr && ctx.live->recipient_domain_local)
+        return passed(ctx, [&] { return "recipient domain " + show(domain) + " is local (live store)"; });
     return failed(c.reply, "recipient domain " + show(domain) + " is not local");
 }
 
@@ -167,10 +205,12 @@ Eval check_relay(const Context& ctx)
 // Authenticated, null sender: fails with null_sender_reply unless allow_null_sender_authenticated.
 // Authenticated, sender set: passes if the login is in any_sender_logins (case-insensitive); or,
 //   with login_owns_itself, the login is an address equal to the sender, with or without the
-//   sender's extension; or the owners map lists the login for the sender (maps.hpp lookup order).
+//   sender's extension; or the owners map lists the login for the sender (maps.hpp lookup order);
+//   or the live store's owners do.
 // Unauthenticated: fails with unauthenticated_reply if the sender is in a local domain; an
 //   unqualified sender counts as local (the MTA completes it with its own domain, as for relay).
-//   The null sender passes (bounces come from anywhere).
+//   The null sender passes (bounces come from anywhere). The config's local domains only: owners
+//   do not matter here, and a domain only the live store lists is relayed to, not guarded.
 Eval check_sender_ownership(const Context& ctx)
 {
     const SenderOwnershipConfig& c = ctx.config.sender_ownership;
@@ -204,6 +244,8 @@ Eval check_sender_ownership(const Context& ctx)
     }
     if (ctx.snapshot.owners.owners_match(sender, login, rules))
         return passed(ctx, [&] { return "sender " + show(sender) + " owned by login " + show(login); });
+    if (ctx.live != nullptr && ctx.live->sender_owned)
+        return passed(ctx, [&] { return "sender " + show(sender) + " owned by login " + show(login) + " (live store)"; });
     return failed(c.reply, "sender " + show(sender) + " not owned by login " + show(login));
 }
 
@@ -214,6 +256,7 @@ struct Step {
     Eval (*run)(const Context&);
 };
 constexpr Step steps[] = {
+    {Check::suspended, [](const Config& c) -> const CheckConfig& { return c.suspended; }, check_suspended},
     {Check::auth_required, [](const Config& c) -> const CheckConfig& { return c.auth_required; }, check_auth_required},
     {Check::plaintext_auth, [](const Config& c) -> const CheckConfig& { return c.plaintext_auth; }, check_plaintext_auth},
     {Check::relay, [](const Config& c) -> const CheckConfig& { return c.relay; }, check_relay},
@@ -252,15 +295,15 @@ std::string_view check_name(Check check) noexcept
 }
 
 // decide - exempt first (every state); then, at MAIL/RCPT/DATA/END-OF-MESSAGE only,
-// auth_required, plaintext_auth, relay, sender_ownership. A disabled check is skipped; a check
-// failing in shadow mode is recorded in Decision::shadowed and the pipeline goes on; the first
-// other failure refuses with that check's reply. The trace holds one entry per check: checks
+// suspended, auth_required, plaintext_auth, relay, sender_ownership. A disabled check is skipped;
+// a check failing in shadow mode is recorded in Decision::shadowed and the pipeline goes on; the
+// first other failure refuses with that check's reply. The trace holds one entry per check: checks
 // after an exempt client or a refusal are "skipped" with a reason saying why.
-Decision decide(const Request& request, const Snapshot& snapshot, std::vector<CheckResult>* trace)
+Decision decide(const Request& request, const Snapshot& snapshot, std::vector<CheckResult>* trace, const LiveFacts* live)
 {
     Decision d;
     const Config& cfg = snapshot.config;
-    const Context ctx{request, cfg, snapshot, trace != nullptr};
+    const Context ctx{request, cfg, snapshot, trace != nullptr, live};
 
     auto record = [&](Check check, Eval& e, bool shadow) {
         if (trace) trace->push_back(CheckResult{check, e.verdict, shadow, e.reply, std::move(e.reason)});
@@ -325,6 +368,92 @@ Decision decide(const Request& request, const Snapshot& snapshot, std::vector<Ch
         return d;
     }
     return d;
+}
+
+namespace {
+
+// owner_keys_of - the owners keys of a sender in Postfix's smtpd_sender_login_maps lookup order:
+// the address, the address without its extension, "@domain". Lower case whole, as key_schema.hpp
+// stores them (relayguardctl owners), whatever local_part_case_sensitive says.
+std::vector<std::string> owner_keys_of(std::string_view sender, const AddressConfig& rules)
+{
+    AddressConfig folded = rules;
+    folded.local_part_case_sensitive = false;
+    std::vector<std::string> keys;
+    keys.reserve(3);
+    keys.push_back(normalize_address(sender, folded));
+    std::string stripped = normalize_address(strip_extension(sender, rules), folded);
+    if (stripped != keys.front()) keys.push_back(std::move(stripped));
+    if (const auto domain = split_address(sender).domain; !domain.empty()) keys.push_back("@" + domain_key_value(domain));
+    return keys;
+}
+
+// domain_candidates_of - a recipient domain and each of its parents written ".parent", the
+// entries of a domains list that would make it local (DomainSet's matching rule).
+std::vector<std::string> domain_candidates_of(std::string_view domain)
+{
+    const std::string name = domain_key_value(domain);
+    std::vector<std::string> out;
+    if (name.empty()) return out;
+    out.push_back(name);
+    for (auto dot = name.find('.', 1); dot != std::string::npos; dot = name.find('.', dot + 1))
+        if (dot + 1 < name.size()) out.push_back(name.substr(dot));
+    return out;
+}
+
+// network_element - the client network a compromise signal counts: the address masked to the
+// configured prefix, or "" (count read, nothing added) when Postfix sent no address ("unknown").
+std::string network_element(std::string_view client, const CompromiseConfig& config)
+{
+    const auto ip = parse_ip(client);
+    if (!ip) return {};
+    return client_key_value(*ip, ip->is_v4() ? config.ipv4_prefix : config.ipv6_prefix);
+}
+
+bool any_refusal_threshold(const CompromiseConfig& c) noexcept
+{
+    return c.warn.rate_refusals != 0 || c.hold.rate_refusals != 0 || c.suspend.rate_refusals != 0;
+}
+
+} // namespace
+
+// plan_live - see policy.hpp. Owners and domains are asked only where the config alone refuses
+// (decide() with the same request and no live facts would fail that check), so a config that
+// already grants a request costs no store lookups for them.
+std::optional<LiveQuery> plan_live(const Request& request, const Snapshot& snapshot, bool consume)
+{
+    const Config& cfg = snapshot.config;
+    if (!checked_state(request.protocol_state())) return std::nullopt;
+    const Context ctx{request, cfg, snapshot, false, nullptr};
+    const bool exempt = cfg.exempt.enabled && check_exempt(ctx).verdict == Verdict::pass;
+    const std::string& login = request[Attr::sasl_username];
+    const CompromiseConfig& cc = cfg.compromise;
+    const bool track = cc.enabled && !login.empty() && request.protocol_state() == ProtocolState::rcpt &&
+                       (!exempt || cc.applies_to_exempt);
+    if (exempt && !track) return std::nullopt;
+
+    LiveQuery q;
+    q.consume = consume;
+    if (!login.empty()) q.login = login_key_value(login);
+    if (!exempt) {
+        q.suspension = cfg.suspended.enabled && !login.empty();
+        // An unqualified sender has no key relayguardctl could have stored owners under.
+        const std::string& sender = request[Attr::sender];
+        if (cfg.sender_ownership.enabled && !login.empty() && sender.find('@') != std::string::npos &&
+            check_sender_ownership(ctx).verdict == Verdict::fail)
+            q.owner_keys = owner_keys_of(sender, cfg.address);
+        if (cfg.relay.enabled && login.empty() && check_relay(ctx).verdict == Verdict::fail)
+            q.domain_candidates = domain_candidates_of(split_address(request[Attr::recipient]).domain);
+    }
+    if (track) {
+        q.window = cc.window;
+        q.track.push_back({Signal::networks, network_element(request[Attr::client_address], cc)});
+        if (cc.track_recipient_domains)
+            q.track.push_back({Signal::recipient_domains, domain_key_value(split_address(request[Attr::recipient]).domain)});
+        if (any_refusal_threshold(cc)) q.track.push_back({Signal::rate_refusals, {}});
+    }
+    if (q.empty()) return std::nullopt;
+    return q;
 }
 
 std::string format_decision_log(const Request& request, Check check, std::string_view action, bool shadow,

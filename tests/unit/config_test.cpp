@@ -98,6 +98,9 @@ TEST(LoadConfig, ReadsEveryKeyOfTheGoodFile)
     EXPECT_EQ(c.server.socket_mode, 0660u);
     EXPECT_EQ(c.server.socket_owner, "relayguard");
     EXPECT_EQ(c.server.socket_group, "postfix");
+    EXPECT_EQ(c.server.user, "relayguard");
+    EXPECT_EQ(c.server.group, "mail");
+    EXPECT_TRUE(c.server.allow_root);
 
     EXPECT_EQ(c.protocol.max_line_bytes, 2048u);
     EXPECT_EQ(c.protocol.max_request_bytes, 65536u);
@@ -206,6 +209,39 @@ TEST(LoadConfig, ReadsEveryKeyOfTheGoodFile)
 
     ASSERT_TRUE(c.metrics.listen);
     EXPECT_EQ(*c.metrics.listen, (Endpoint{Kind::inet, "::1", 9733, "", "inet:[::1]:9733"}));
+
+    EXPECT_TRUE(c.suspended.enabled);
+    EXPECT_TRUE(c.suspended.shadow);
+    EXPECT_EQ(c.suspended.reply, "550 5.7.1 Login suspended");
+
+    const CompromiseConfig& cc = c.compromise;
+    EXPECT_TRUE(cc.enabled);
+    EXPECT_EQ(cc.window, 2h);
+    EXPECT_EQ(cc.ipv4_prefix, 16u);
+    EXPECT_EQ(cc.ipv6_prefix, 64u);
+    EXPECT_TRUE(cc.track_recipient_domains);
+    EXPECT_EQ(cc.hold_reply, "HOLD under review");
+    EXPECT_EQ(cc.suspend_duration, 24h);
+    EXPECT_TRUE(cc.applies_to_exempt);
+    struct WantRung {
+        const char* name;
+        const LadderRung& got;
+        LadderRung want;
+    };
+    const WantRung rungs[] = {{"warn", cc.warn, {3, 20, 0, false}},
+                              {"hold", cc.hold, {6, 0, 5, true}},
+                              {"suspend", cc.suspend, {6, 50, 10, false}}};
+    for (const auto& r : rungs) {
+        EXPECT_EQ(r.got.networks, r.want.networks) << r.name;
+        EXPECT_EQ(r.got.recipient_domains, r.want.recipient_domains) << r.name;
+        EXPECT_EQ(r.got.rate_refusals, r.want.rate_refusals) << r.name;
+        EXPECT_EQ(r.got.shadow, r.want.shadow) << r.name;
+    }
+
+    EXPECT_EQ(c.events.channel, "");
+    EXPECT_EQ(c.events.command, "/usr/local/bin/page-oncall");
+    EXPECT_EQ(c.events.command_timeout, 2500ms);
+    EXPECT_EQ(c.events.queue, 50u);
 }
 
 TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
@@ -240,6 +276,25 @@ TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
     EXPECT_EQ(r->store.key_prefix, defaults.store.key_prefix);
     EXPECT_EQ(r->store.instance_ttl, defaults.store.instance_ttl);
     EXPECT_EQ(defaults.store.redis.command_timeout, 50ms); // what the commented-out [store.redis] says
+    EXPECT_EQ(r->server.user, defaults.server.user);
+    EXPECT_EQ(r->server.group, defaults.server.group);
+    EXPECT_EQ(r->server.allow_root, defaults.server.allow_root);
+    EXPECT_EQ(r->suspended.enabled, defaults.suspended.enabled);
+    EXPECT_EQ(r->suspended.reply, defaults.suspended.reply);
+    const CompromiseConfig& cc = r->compromise;
+    EXPECT_EQ(cc.enabled, defaults.compromise.enabled);
+    EXPECT_EQ(cc.window, defaults.compromise.window);
+    EXPECT_EQ(cc.ipv4_prefix, defaults.compromise.ipv4_prefix);
+    EXPECT_EQ(cc.ipv6_prefix, defaults.compromise.ipv6_prefix);
+    EXPECT_EQ(cc.track_recipient_domains, defaults.compromise.track_recipient_domains);
+    EXPECT_EQ(cc.hold_reply, defaults.compromise.hold_reply);
+    EXPECT_EQ(cc.suspend_duration, defaults.compromise.suspend_duration);
+    EXPECT_EQ(cc.applies_to_exempt, defaults.compromise.applies_to_exempt);
+    EXPECT_FALSE(cc.warn.any() || cc.hold.any() || cc.suspend.any()); // the rungs are commented-out examples
+    EXPECT_EQ(r->events.channel, defaults.events.channel);
+    EXPECT_EQ(r->events.command, defaults.events.command);
+    EXPECT_EQ(r->events.command_timeout, defaults.events.command_timeout);
+    EXPECT_EQ(r->events.queue, defaults.events.queue);
 
     // The three example limits are active, as the file says.
     struct Want {
@@ -270,6 +325,31 @@ TEST(LoadConfig, ContribExampleLoadsWithoutErrorsOrWarnings)
         EXPECT_EQ(got.prefix_v4, want[i].prefix_v4) << want[i].name;
         EXPECT_EQ(got.prefix_v6, want[i].prefix_v6) << want[i].name;
     }
+}
+
+TEST(LoadConfig, ContribLadderExampleLoadsWhenUncommented)
+{
+    // The commented-out [compromise.*] rungs of the example, uncommented: valid and quiet.
+    const std::string text = testing::read_file(fs::path(RELAYGUARD_SOURCE_DIR) / "contrib" / "relayguard.toml");
+    std::string uncommented;
+    bool in_rungs = false;
+    for (std::size_t pos = 0; pos < text.size();) {
+        const auto nl = std::min(text.find('\n', pos), text.size());
+        std::string_view line(text.data() + pos, nl - pos);
+        pos = nl + 1;
+        if (line.starts_with("# [compromise.")) in_rungs = true;
+        if (line.empty()) in_rungs = false;
+        if (in_rungs) line.remove_prefix(2);
+        uncommented.append(line).push_back('\n');
+    }
+    std::vector<std::string> warnings;
+    auto r = parse_config(uncommented, "contrib", &warnings);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_TRUE(warnings.empty()) << join_lines(warnings);
+    EXPECT_EQ(r->compromise.warn.networks, 4u);
+    EXPECT_EQ(r->compromise.hold.networks, 8u);
+    EXPECT_EQ(r->compromise.suspend.networks, 16u);
+    EXPECT_TRUE(r->compromise.suspend.shadow);
 }
 
 // One file per error message; `want` is the error text after the file's path.
@@ -334,6 +414,8 @@ const BadFile bad_files[] = {
     {"bad_socket_mode_setuid.toml", ":4: server.socket_mode: invalid socket mode \"4755\": must be at most 0777"},
     {"bad_socket_owner.toml",
      ":4: server.socket_owner: invalid name \"postfix:postfix\": only letters, digits, '.', '_' and '-' are allowed"},
+    {"bad_server_group.toml",
+     ":5: server.group: invalid name \"mail:mail\": only letters, digits, '.', '_' and '-' are allowed"},
     {"bad_threads_range.toml", ":4: server.threads: must be between 0 and 256, got 1000"},
     {"bad_max_attributes_range.toml", ":6: protocol.max_attributes: must be between 16 and 100000, got 8"},
     {"bad_port_range.toml", ":6: checks.auth_required.ports[1]: must be between 1 and 65535, got 0"},
@@ -439,6 +521,22 @@ const BadFile bad_files[] = {
     {"bad_metrics_listen_port.toml",
      ":6: metrics.listen: invalid listener \"inet:127.0.0.1:10033\": port 10033 is already bound by server.listen "
      "\"inet:*:10033\""},
+    // checks.suspended, compromise, events
+    {"bad_suspended_reply.toml", ":6: checks.suspended.reply: invalid reply \"250 2.0.0 Ok\": code 250 is not 4xx or 5xx"},
+    {"bad_compromise_rung_order.toml",
+     ":12: compromise.hold.networks: must be 0 or at least compromise.warn.networks (8), got 4: a higher rung cannot "
+     "trigger before a lower one"},
+    {"bad_compromise_window.toml", ":6: compromise.window: must be between 1m and 7d, got 30s"},
+    {"bad_compromise_ipv6_prefix.toml", ":6: compromise.ipv6_prefix: must be between 1 and 128, got 129"},
+    {"bad_compromise_threshold.toml", ":6: compromise.suspend.rate_refusals: must be between 0 and 1000000, got -1"},
+    {"bad_compromise_hold_reply.toml",
+     ":6: compromise.hold_reply: invalid reply \"HODL review\": unknown action \"HODL\" (want \"NNN text\", \"NNN "
+     "X.Y.Z text\", DUNNO, REJECT, DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, HOLD, DISCARD or WARN)"},
+    {"bad_compromise_suspend_duration.toml",
+     ":6: compromise.suspend_duration: must be a whole number of seconds, got 1500ms"},
+    {"bad_compromise_unknown_rung.toml", ":5: compromise.block: unknown key"},
+    {"bad_events_queue.toml", ":6: events.queue: must be between 1 and 100000, got 0"},
+    {"bad_events_command_timeout.toml", ":6: events.command_timeout: invalid duration \"0s\": must be greater than 0"},
 };
 
 TEST(LoadConfig, ReportsTheFullErrorTextOfEachBadFile)
@@ -588,6 +686,9 @@ TEST(ParseConfig, FillsDefaultsForAMinimalFile)
     EXPECT_EQ(c.server.request_timeout, default_request_timeout);
     EXPECT_EQ(c.server.shutdown_timeout, default_shutdown_timeout);
     EXPECT_EQ(c.server.socket_mode, default_socket_mode);
+    EXPECT_EQ(c.server.user, "");
+    EXPECT_EQ(c.server.group, "");
+    EXPECT_FALSE(c.server.allow_root);
     EXPECT_EQ(c.protocol.max_line_bytes, default_max_line_bytes);
     EXPECT_EQ(c.protocol.max_request_bytes, default_max_request_bytes);
     EXPECT_EQ(c.protocol.max_attributes, default_max_attributes);
@@ -617,6 +718,22 @@ TEST(ParseConfig, FillsDefaultsForAMinimalFile)
     EXPECT_EQ(c.store.redis.connect_timeout, 1s);
     EXPECT_EQ(c.store.redis.database, 0u);
     EXPECT_TRUE(c.store.redis.tls_verify);
+    EXPECT_TRUE(c.suspended.enabled);
+    EXPECT_FALSE(c.suspended.shadow);
+    EXPECT_EQ(c.suspended.reply, default_suspended_reply);
+    EXPECT_FALSE(c.compromise.enabled);
+    EXPECT_EQ(c.compromise.window, default_compromise_window);
+    EXPECT_EQ(c.compromise.ipv4_prefix, 24u);
+    EXPECT_EQ(c.compromise.ipv6_prefix, 48u);
+    EXPECT_FALSE(c.compromise.track_recipient_domains);
+    EXPECT_FALSE(c.compromise.warn.any() || c.compromise.hold.any() || c.compromise.suspend.any());
+    EXPECT_EQ(c.compromise.hold_reply, default_hold_reply);
+    EXPECT_EQ(c.compromise.suspend_duration, 0s);
+    EXPECT_FALSE(c.compromise.applies_to_exempt);
+    EXPECT_EQ(c.events.channel, default_events_channel);
+    EXPECT_EQ(c.events.command, "");
+    EXPECT_EQ(c.events.command_timeout, default_event_command_timeout);
+    EXPECT_EQ(c.events.queue, default_event_queue);
     EXPECT_EQ(c.auth_required.ports, (std::vector<std::uint16_t>{587, 465}));
     EXPECT_TRUE(c.auth_required.policy_contexts.empty());
     EXPECT_EQ(c.plaintext_auth.mechanisms, (std::vector<std::string>{"PLAIN", "LOGIN"}));
@@ -737,6 +854,14 @@ TEST(ParseConfig, WarnsAboutOtherSuspiciousSettings)
          "t.toml:3: server.socket_mode: 0444 lets no one write to the socket, which connecting to it requires\n"},
         {"socket owner without a unix listener", std::string(listen_only) + "socket_owner = \"postfix\"\n" + quiet,
          "t.toml:3: server.socket_owner: has no effect: there is no unix: listener\n"},
+        {"group without a user", std::string(listen_only) + "group = \"mail\"\n" + quiet,
+         "t.toml:3: server.group: has no effect without server.user: relayguard changes its identity only when a user "
+         "is set\n"},
+        {"root allowed", std::string(listen_only) + "user = \"root\"\nallow_root = true\n" + quiet, ""},
+        {"root without allow_root", std::string(listen_only) + "user = \"root\"\n" + quiet,
+         "t.toml:3: server.user: \"root\" keeps every privilege after the listeners are bound: name an unprivileged "
+         "user, or set server.allow_root = true if running as root is meant\n"},
+        {"user and group", std::string(listen_only) + "user = \"relayguard\"\ngroup = \"relayguard\"\n" + quiet, ""},
         {"exempt lists while exempt is disabled",
          std::string(listen_only) + quiet + "[checks.exempt]\nenabled = false\nnetworks = [\"0.0.0.0/0\"]\nlogins = [\"x\"]\n",
          "t.toml:11: checks.exempt.networks: ignored: checks.exempt is disabled\n"
@@ -935,6 +1060,121 @@ TEST(ParseConfig, WarnsAboutRateLimitAndStoreSettingsThatDoNothing)
         {"redis settings with the redis store", L + "[store]\ntype = \"redis\"\n[store.redis]\naddress = \"[::1]:6379\"\n", ""},
         {"defer_reply with on_error defer", L + "[store]\non_error = \"defer\"\ndefer_reply = \"DEFER Later\"\n", ""},
         {"defer_reply spelled as its default", L + "[store]\ndefer_reply = \"" + std::string(default_store_defer_reply) + "\"\n", ""},
+    };
+    for (const auto& c : cases) EXPECT_EQ(join_lines(warnings_of(c.text)), c.want) << c.name;
+}
+
+TEST(ParseConfig, ReportsCompromiseAndEventErrorsOfInlineText)
+{
+    struct Case {
+        const char* name;
+        std::string text;
+        std::string want;
+    };
+    const std::string L(listen_only);
+    const Case cases[] = {
+        {"suspend below hold", L + "[compromise]\nhold.rate_refusals = 10\nsuspend.rate_refusals = 9\n",
+         "t.toml:5: compromise.suspend.rate_refusals: must be 0 or at least compromise.hold.rate_refusals (10), got 9: a "
+         "higher rung cannot trigger before a lower one"},
+        {"suspend below warn with hold unset",
+         L + "[compromise.warn]\nrecipient_domains = 30\n[compromise.suspend]\nrecipient_domains = 29\n",
+         "t.toml:6: compromise.suspend.recipient_domains: must be 0 or at least compromise.warn.recipient_domains (30), "
+         "got 29: a higher rung cannot trigger before a lower one"},
+        {"window not whole seconds", L + "[compromise]\nwindow = \"90500ms\"\n",
+         "t.toml:4: compromise.window: must be a whole number of seconds, got 90500ms"},
+        {"window zero", L + "[compromise]\nwindow = \"0s\"\n",
+         "t.toml:4: compromise.window: invalid duration \"0s\": must be greater than 0"},
+        {"window as an integer", L + "[compromise]\nwindow = 3600\n",
+         "t.toml:4: compromise.window: expected a string, got an integer (write durations with a unit, e.g. \"10s\")"},
+        {"suspend_duration over a week", L + "[compromise]\nsuspend_duration = \"8d\"\n",
+         "t.toml:4: compromise.suspend_duration: invalid duration \"8d\": must be at most 7d"},
+        {"suspend_duration without a unit", L + "[compromise]\nsuspend_duration = \"30\"\n",
+         "t.toml:4: compromise.suspend_duration: invalid duration \"30\": expected a whole number followed by ms, s, m, h "
+         "or d, e.g. \"10s\""},
+        {"ipv4 prefix 0", L + "[compromise]\nipv4_prefix = 0\n", "t.toml:4: compromise.ipv4_prefix: must be between 1 and 32, got 0"},
+        {"threshold over a million", L + "[compromise.warn]\nnetworks = 1000001\n",
+         "t.toml:4: compromise.warn.networks: must be between 0 and 1000000, got 1000001"},
+        {"unknown signal", L + "[compromise.warn]\nnetwork = 3\n",
+         "t.toml:4: compromise.warn.network: unknown key (did you mean \"networks\"?)"},
+        {"hold reply in lower case", L + "[compromise]\nhold_reply = \"hold review\"\n",
+         "t.toml:4: compromise.hold_reply: invalid reply \"hold review\": \"hold\" must be upper case: HOLD"},
+        {"event channel not a string", L + "[events]\nchannel = false\n", "t.toml:4: events.channel: expected a string, got a boolean"},
+        {"event command with a newline", L + "[events]\ncommand = \"a\\nb\"\n",
+         "t.toml:4: events.command: control characters are not allowed"},
+        {"event queue too long", L + "[events]\nqueue = 100001\n", "t.toml:4: events.queue: must be between 1 and 100000, got 100001"},
+        {"unknown events key", L + "[events]\ncomand = \"x\"\n", "t.toml:4: events.comand: unknown key (did you mean \"command\"?)"},
+        {"suspended check misspelt", L + "[checks.suspend]\nenabled = true\n",
+         "t.toml:3: checks.suspend: unknown key (did you mean \"suspended\"?)"},
+    };
+    for (const auto& c : cases) EXPECT_EQ(error_of(c.text), c.want) << c.name;
+}
+
+TEST(ParseConfig, ReadsCompromiseDurationsAndEqualThresholds)
+{
+    struct Case {
+        const char* value;
+        std::chrono::seconds want;
+    };
+    const Case cases[] = {{"\"0\"", 0s}, {"\"0s\"", 0s}, {"\"00m\"", 0s}, {"\"90s\"", 90s}, {"\"12h\"", 12h}, {"\"7d\"", 168h}};
+    for (const auto& c : cases) {
+        auto r = parse_config(std::string(listen_only) + "[compromise]\nsuspend_duration = " + c.value + "\n", "t.toml");
+        ASSERT_TRUE(r) << c.value << ": " << r.error().to_string();
+        EXPECT_EQ(r->compromise.suspend_duration, c.want) << c.value << " got=" << r->compromise.suspend_duration.count()
+                                                          << "s want=" << c.want.count() << "s";
+    }
+    // A rung may trigger together with the one below it, and 0 leaves a signal out of a rung.
+    auto r = parse_config(std::string(listen_only) + "[compromise]\nwarn.networks = 5\nhold.networks = 5\n"
+                                                     "hold.rate_refusals = 3\nsuspend.networks = 0\nsuspend.rate_refusals = 3\n",
+                          "t.toml");
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(r->compromise.hold.networks, 5u);
+    EXPECT_EQ(r->compromise.suspend.networks, 0u);
+    EXPECT_EQ(r->compromise.suspend.rate_refusals, 3u);
+}
+
+TEST(ParseConfig, WarnsAboutLadderSettingsThatNeverTrigger)
+{
+    struct Case {
+        const char* name;
+        std::string text;
+        std::string want; // every warning, one per line
+    };
+    const std::string L = std::string(listen_only) + std::string(quiet_rate) + "[checks.auth_required]\nports = [587]\n";
+    const Case cases[] = {
+        {"enabled without thresholds", L + "[compromise]\nenabled = true\n",
+         "t.toml:7: compromise: enabled, but no rung has a threshold (compromise.warn, compromise.hold, compromise.suspend): "
+         "nothing is ever reported\n"},
+        {"disabled without thresholds", L + "[compromise]\nenabled = false\n", ""},
+        {"recipient domains not tracked",
+         L + "[compromise]\nenabled = true\n[compromise.warn]\nnetworks = 4\nrecipient_domains = 10\n"
+             "[compromise.hold]\nrecipient_domains = 20\n",
+         "t.toml:11: compromise.warn.recipient_domains: has no effect: compromise.track_recipient_domains is false, so "
+         "recipient domains are not counted\n"
+         "t.toml:13: compromise.hold.recipient_domains: has no effect: compromise.track_recipient_domains is false, so "
+         "recipient domains are not counted\n"},
+        {"recipient domains tracked",
+         L + "[compromise]\nenabled = true\ntrack_recipient_domains = true\n[compromise.warn]\nrecipient_domains = 10\n", ""},
+        {"over the embedded cap", L + "[compromise]\nenabled = true\n[compromise.suspend]\nnetworks = 4097\n",
+         "t.toml:10: compromise.suspend.networks: 4097 is never reached with store.type = \"embedded\": its counts stop "
+         "at 4096 (lower the threshold, or use the Redis store)\n"},
+        {"at the embedded cap", L + "[compromise]\nenabled = true\n[compromise.suspend]\nnetworks = 4096\n", ""},
+        {"over the cap with Redis",
+         L + "[store]\ntype = \"redis\"\n[compromise]\nenabled = true\n[compromise.suspend]\nnetworks = 5000\n", ""},
+        {"refusals while rate limiting is off",
+         L + "[rate_limits]\nenabled = false\n[compromise]\nenabled = true\n[compromise.hold]\nrate_refusals = 3\n",
+         "t.toml:12: compromise.hold.rate_refusals: has no effect: rate_limits.enabled is false, so there are no refusals "
+         "to count\n"},
+        {"suspend rung while the suspended check is off",
+         L + "[checks.suspended]\nenabled = false\n[compromise]\nenabled = true\n[compromise.suspend]\nnetworks = 9\n",
+         "t.toml:11: compromise.suspend: suspensions are written but never enforced: checks.suspended is disabled\n"},
+        {"suspended shadow while disabled", L + "[checks.suspended]\nenabled = false\nshadow = true\n",
+         "t.toml:9: checks.suspended.shadow: has no effect while the check is disabled\n"},
+        {"hold reply that is not HOLD", L + "[compromise]\nhold_reply = \"450 4.7.1 Login under review\"\n",
+         "t.toml:8: compromise.hold_reply: \"450 4.7.1 Login under review\" is not a HOLD action: mail of a login on the "
+         "hold rung will not wait in the hold queue for review\n"},
+        {"bare HOLD", L + "[compromise]\nhold_reply = \"HOLD\"\n", ""},
+        {"empty channel with the embedded store", L + "[events]\nchannel = \"\"\ncommand = \"logger -t rg\"\n", ""},
+        {"channel with the embedded store", L + "[events]\nchannel = \"ops:rg\"\n", ""},
     };
     for (const auto& c : cases) EXPECT_EQ(join_lines(warnings_of(c.text)), c.want) << c.name;
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,8 +26,14 @@ void* operator new(std::size_t n)
     if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
     throw std::bad_alloc();
 }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept
+{
+    ++g_allocations;
+    return std::malloc(n == 0 ? 1 : n);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace relayguard {
 namespace {
@@ -122,7 +129,7 @@ void run_cases(const Snapshot& snap, const std::vector<Case>& cases)
         std::vector<CheckResult> trace;
         const Decision traced = decide(c.request, snap, &trace);
         EXPECT_EQ(summary(traced), summary(d)) << c.name << ": decision changed with a trace";
-        EXPECT_EQ(trace.size(), 5u) << c.name << ": one trace entry per check";
+        EXPECT_EQ(trace.size(), 6u) << c.name << ": one trace entry per check";
     }
 }
 
@@ -330,11 +337,11 @@ TEST(Decide, ShadowFailuresAreRecordedAndAnswerDunno)
     EXPECT_EQ(d.shadowed[0].reply, snap->config.relay.reply);
     EXPECT_EQ(d.shadowed[0].reason, "recipient domain example.net is not local");
     EXPECT_EQ(d.shadowed[1].reply, snap->config.sender_ownership.unauthenticated_reply);
-    ASSERT_EQ(trace.size(), 5u);
-    EXPECT_EQ(trace[3].check, Check::relay);
-    EXPECT_EQ(trace[3].verdict, Verdict::fail);
-    EXPECT_TRUE(trace[3].shadow);
+    ASSERT_EQ(trace.size(), 6u);
+    EXPECT_EQ(trace[4].check, Check::relay);
+    EXPECT_EQ(trace[4].verdict, Verdict::fail);
     EXPECT_TRUE(trace[4].shadow);
+    EXPECT_TRUE(trace[5].shadow);
 
     // A shadowed failure before a real one: the real one refuses, the shadowed one is kept.
     Config mixed = base_config();
@@ -456,7 +463,7 @@ TEST(Decide, OnlyEnvelopeStatesAreChecked)
         const auto got = summary(decide(r, *snap, &trace));
         EXPECT_EQ(got, c.want) << "state=" << c.state << " got=" << got << " want=" << c.want;
         if (c.want == "pass") {
-            ASSERT_EQ(trace.size(), 5u);
+            ASSERT_EQ(trace.size(), 6u);
             for (std::size_t i = 1; i < trace.size(); ++i)
                 EXPECT_EQ(trace[i].verdict, Verdict::not_applicable) << "state=" << c.state << " " << check_name(trace[i].check);
         }
@@ -477,6 +484,7 @@ TEST(Decide, TraceListsEveryCheckInOrder)
     };
     const Want want[] = {
         {Check::exempt, Verdict::not_applicable, "client 198.51.100.7 not in exempt networks, login - not exempt"},
+        {Check::suspended, Verdict::not_applicable, "not authenticated"},
         {Check::auth_required, Verdict::not_applicable, "no login required on server_port 25 with policy_context -"},
         {Check::plaintext_auth, Verdict::not_applicable, "not authenticated"},
         {Check::relay, Verdict::fail, "recipient domain example.net is not local"},
@@ -488,22 +496,196 @@ TEST(Decide, TraceListsEveryCheckInOrder)
         EXPECT_EQ(trace[i].verdict, want[i].verdict) << "entry " << i << " " << check_name(trace[i].check);
         EXPECT_EQ(trace[i].reason, want[i].reason) << "entry " << i << " got=" << trace[i].reason << " want=" << want[i].reason;
     }
-    EXPECT_EQ(trace[3].reply, snap->config.relay.reply);
+    EXPECT_EQ(trace[4].reply, snap->config.relay.reply);
 
     // A pass explains every check too.
     decide(make_submission(), *snap, &trace);
-    ASSERT_EQ(trace.size(), 5u);
-    EXPECT_EQ(trace[1].reason, "login alice@test.local present");
-    EXPECT_EQ(trace[2].reason, "PLAIN login over TLSv1.3");
-    EXPECT_EQ(trace[3].reason, "authenticated");
-    EXPECT_EQ(trace[4].reason, "sender alice@test.local is login alice@test.local");
+    ASSERT_EQ(trace.size(), 6u);
+    EXPECT_EQ(trace[1].reason, "no live store answer");
+    EXPECT_EQ(trace[2].reason, "login alice@test.local present");
+    EXPECT_EQ(trace[3].reason, "PLAIN login over TLSv1.3");
+    EXPECT_EQ(trace[4].reason, "authenticated");
+    EXPECT_EQ(trace[5].reason, "sender alice@test.local is login alice@test.local");
 
     // An exempt client: the rest is not reached.
     decide(make_request({{Attr::client_address, "192.0.2.9"}}), *snap, &trace);
-    ASSERT_EQ(trace.size(), 5u);
+    ASSERT_EQ(trace.size(), 6u);
     EXPECT_EQ(trace[0].verdict, Verdict::pass);
     EXPECT_EQ(trace[0].reason, "client 192.0.2.9 in exempt networks");
-    EXPECT_EQ(trace[4].reason, "not reached: exempt");
+    EXPECT_EQ(trace[1].reason, "not reached: exempt");
+    EXPECT_EQ(trace[5].reason, "not reached: exempt");
+}
+
+// --- The live store's facts: suspensions, owners, local domains. ---
+
+// 2026-11-28 03:00:00 UTC and a day later.
+constexpr std::int64_t suspended_since = 1795834800;
+constexpr std::int64_t suspended_until = 1795921200;
+
+LiveFacts suspended_by(std::string by, std::int64_t until, std::string reason)
+{
+    LiveFacts f;
+    f.suspension = Suspension{std::move(reason), suspended_since, until, std::move(by)};
+    return f;
+}
+
+struct LiveCase {
+    std::string name;
+    Request request;
+    std::optional<LiveFacts> live; // nullopt: no store answer
+    std::string want;              // summary()
+    std::string want_reason;       // the deciding (or shadowed) check's reason; "" = not checked
+};
+
+void run_live_cases(const Snapshot& snap, const std::vector<LiveCase>& cases)
+{
+    for (const auto& c : cases) {
+        const LiveFacts* live = c.live ? &*c.live : nullptr;
+        const Decision d = decide(c.request, snap, nullptr, live);
+        EXPECT_EQ(summary(d), c.want) << c.name << ": got=" << summary(d) << " want=" << c.want << " reason=" << d.reason;
+        if (!c.want_reason.empty()) {
+            const std::string got = d.outcome == Outcome::refuse ? d.reason
+                                    : d.shadowed.empty()         ? std::string("(none)")
+                                                                 : d.shadowed.front().reason;
+            EXPECT_EQ(got, c.want_reason) << c.name << ": reason got=" << got << " want=" << c.want_reason;
+        }
+        std::vector<CheckResult> trace;
+        const Decision traced = decide(c.request, snap, &trace, live);
+        EXPECT_EQ(summary(traced), summary(d)) << c.name << ": decision changed with a trace";
+        ASSERT_EQ(trace.size(), 6u) << c.name;
+        EXPECT_EQ(trace[1].check, Check::suspended) << c.name << ": suspended comes right after exempt";
+    }
+}
+
+TEST(Decide, SuspendedRefusesASuspendedLogin)
+{
+    const auto snap = snapshot_of(base_config());
+    const LiveFacts clean;
+    run_live_cases(*snap, {
+        {"until lifted, by an operator", make_submission(), suspended_by("operator root", 0, "phished, ticket 4711"),
+         "refuse:suspended",
+         "suspended since 2026-11-28 03:00:00 UTC until lifted by operator root: phished, ticket 4711"},
+        {"for a day, by the ladder", make_submission(),
+         suspended_by("automatic", suspended_until, "12 distinct client networks (/24, /48) within 1h, threshold 10"),
+         "refuse:suspended",
+         "suspended since 2026-11-28 03:00:00 UTC until 2026-11-29 03:00:00 UTC by automatic: 12 distinct client "
+         "networks (/24, /48) within 1h, threshold 10"},
+        {"no reason, nobody", make_submission(), suspended_by("", 0, ""), "refuse:suspended",
+         "suspended since 2026-11-28 03:00:00 UTC until lifted"},
+        {"reason with control bytes is printable", make_submission(), suspended_by("operator \x1b]0;x", 0, "a\nb\x7f"),
+         "refuse:suspended", "suspended since 2026-11-28 03:00:00 UTC until lifted by operator \\x1b]0;x: a\\x0ab\\x7f"},
+        {"before plaintext_auth and sender_ownership",
+         make_submission({{Attr::encryption_protocol, ""}, {Attr::sender, "x@evil.example"}}),
+         suspended_by("operator root", 0, "r"), "refuse:suspended", ""},
+        {"at MAIL", make_submission({{Attr::protocol_state, "MAIL"}, {Attr::recipient, ""}}),
+         suspended_by("operator root", 0, "r"), "refuse:suspended", ""},
+        {"at END-OF-MESSAGE", make_submission({{Attr::protocol_state, "END-OF-MESSAGE"}}),
+         suspended_by("operator root", 0, "r"), "refuse:suspended", ""},
+        {"not at CONNECT", make_submission({{Attr::protocol_state, "CONNECT"}}), suspended_by("operator root", 0, "r"),
+         "pass", ""},
+        {"not suspended", make_submission(), clean, "pass", ""},
+        {"no store answer", make_submission(), std::nullopt, "pass", ""},
+        {"no login", make_request(), suspended_by("operator root", 0, "r"), "pass", ""},
+        {"exempt login", make_submission({{Attr::sasl_username, "monitor@test.local"}}),
+         suspended_by("operator root", 0, "r"), "exempt", ""},
+        {"exempt client", make_submission({{Attr::client_address, "192.0.2.1"}}), suspended_by("operator root", 0, "r"),
+         "exempt", ""},
+    });
+    const LiveFacts s = suspended_by("operator root", 0, "r");
+    EXPECT_EQ(decide(make_submission(), *snap, nullptr, &s).reply, snap->config.suspended.reply);
+    EXPECT_EQ(snap->config.suspended.reply, default_suspended_reply);
+
+    // The trace says why the check passed or did not apply.
+    struct TraceCase {
+        std::string name;
+        Request request;
+        const LiveFacts* live;
+        Verdict want;
+        std::string want_reason;
+    };
+    const TraceCase traces[] = {
+        {"no store", make_submission(), nullptr, Verdict::not_applicable, "no live store answer"},
+        {"no login", make_request(), &s, Verdict::not_applicable, "not authenticated"},
+        {"clean", make_submission(), &clean, Verdict::pass, "login alice@test.local not suspended"},
+        {"suspended", make_submission(), &s, Verdict::fail,
+         "suspended since 2026-11-28 03:00:00 UTC until lifted by operator root: r"},
+    };
+    for (const auto& t : traces) {
+        std::vector<CheckResult> trace;
+        decide(t.request, *snap, &trace, t.live);
+        ASSERT_EQ(trace.size(), 6u) << t.name;
+        EXPECT_EQ(trace[1].verdict, t.want) << t.name;
+        EXPECT_EQ(trace[1].reason, t.want_reason) << t.name << " got=" << trace[1].reason << " want=" << t.want_reason;
+    }
+}
+
+TEST(Decide, SuspendedInShadowModeOrDisabled)
+{
+    Config shadow = base_config();
+    shadow.suspended.shadow = true;
+    Config off = base_config();
+    off.suspended.enabled = false;
+    const LiveFacts s = suspended_by("operator root", 0, "r");
+    run_live_cases(*snapshot_of(shadow), {
+        {"shadow: recorded, answered DUNNO", make_submission(), s, "pass shadow:suspended",
+         "suspended since 2026-11-28 03:00:00 UTC until lifted by operator root: r"},
+        {"shadow: a later check still refuses", make_submission({{Attr::sender, "x@evil.example"}}), s,
+         "refuse:sender_ownership shadow:suspended", ""},
+    });
+    run_live_cases(*snapshot_of(off), {
+        {"disabled", make_submission(), s, "pass", ""},
+    });
+    std::vector<CheckResult> trace;
+    decide(make_submission(), *snapshot_of(off), &trace, &s);
+    ASSERT_EQ(trace.size(), 6u);
+    EXPECT_EQ(trace[1].verdict, Verdict::skipped);
+    EXPECT_EQ(trace[1].reason, "disabled");
+}
+
+TEST(Decide, RelayAcceptsADomainTheLiveStoreLists)
+{
+    const auto snap = snapshot_of(base_config());
+    LiveFacts local;
+    local.recipient_domain_local = true;
+    const LiveFacts not_local;
+    const Request outside = make_request({{Attr::recipient, "x@example.net"}});
+    run_live_cases(*snap, {
+        {"listed by the store", outside, local, "pass", ""},
+        {"not listed by the store", outside, not_local, "refuse:relay", "recipient domain example.net is not local"},
+        {"no store answer", outside, std::nullopt, "refuse:relay", "recipient domain example.net is not local"},
+        {"local by config anyway", make_request(), not_local, "pass", ""},
+        // Owners do not matter to an unauthenticated client: a local sender domain known only
+        // from the store is not guarded by sender_ownership.
+        {"store domain as the unauthenticated sender's", make_request({{Attr::sender, "ceo@example.net"}}), local, "pass", ""},
+    });
+    std::vector<CheckResult> trace;
+    decide(outside, *snap, &trace, &local);
+    ASSERT_EQ(trace.size(), 6u);
+    EXPECT_EQ(trace[4].check, Check::relay);
+    EXPECT_EQ(trace[4].reason, "recipient domain example.net is local (live store)");
+}
+
+TEST(Decide, SenderOwnershipAcceptsAnOwnerTheLiveStoreLists)
+{
+    const auto snap = snapshot_of(base_config());
+    LiveFacts owned;
+    owned.sender_owned = true;
+    const LiveFacts not_owned;
+    const Request foreign = make_submission({{Attr::sender, "sales@test.local"}});
+    run_live_cases(*snap, {
+        {"owner listed by the store", foreign, owned, "pass", ""},
+        {"not listed by the store", foreign, not_owned, "refuse:sender_ownership",
+         "sender sales@test.local not owned by login alice@test.local"},
+        {"no store answer", foreign, std::nullopt, "refuse:sender_ownership", ""},
+        {"the null sender is not an owner question", make_submission({{Attr::sender, ""}}), owned, "refuse:sender_ownership",
+         "null sender used by login alice@test.local"},
+        {"unauthenticated local sender stays refused", make_request({{Attr::sender, "sales@test.local"}}), owned,
+         "refuse:sender_ownership", "unauthenticated sender sales@test.local in local domain test.local"},
+    });
+    std::vector<CheckResult> trace;
+    decide(foreign, *snap, &trace, &owned);
+    ASSERT_EQ(trace.size(), 6u);
+    EXPECT_EQ(trace[5].reason, "sender sales@test.local owned by login alice@test.local (live store)");
 }
 
 TEST(Decide, ReplyPointsIntoTheSnapshot)
@@ -530,11 +712,15 @@ TEST(Decide, PassAllocatesNothing)
         make_submission({{Attr::sender, "alice+some-long-extension@test.local"}}),    // ... with an extension
         make_submission({{Attr::sender, "shared@test.local"}, {Attr::sasl_username, "carol"}}), // map
     };
+    LiveFacts clean; // a store answer that changes nothing
+    clean.counts = {3, 2, 1};
     for (const auto& r : requests) {
         const std::size_t before = g_allocations.load();
         const Decision d = decide(r, *snap);
+        const Decision with_live = decide(r, *snap, nullptr, &clean);
         const std::size_t used = g_allocations.load() - before;
         EXPECT_NE(d.outcome, Outcome::refuse) << summary(d) << " " << d.reason;
+        EXPECT_EQ(summary(with_live), summary(d));
         EXPECT_EQ(used, 0u) << "decide() allocated " << used << " times for a " << summary(d) << " of sender "
                             << r[Attr::sender];
     }
