@@ -31,9 +31,11 @@ std::optional<RatePlan> plan_rate_limits(const Request& request, const Snapshot&
 
 struct RateVerdict {
     bool refuse = false;
-    std::string reply;            // refuse: the limit's reply, {limit} and {retry_after} filled in
+    // refuse: the limit's reply, {limit} and {retry_after} filled in; for a limit blocked by a
+    // rate of 0 (no wait makes room) without the clause that holds {retry_after}.
+    std::string reply;
     const LimitConfig* limit = nullptr; // refuse: the limit that decided
-    std::int64_t retry_after_s = 0;
+    std::int64_t retry_after_s = 0;     // refuse: whole seconds, at least 1; 0 when blocked
     std::string reason;           // "login_msgs: 100/60s used up for sasl_username alice@example.com"
     // Shadow limits that were full: what they would have answered, for their log lines.
     struct Shadowed {

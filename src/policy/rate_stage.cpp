@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MIT
 // rate_stage.cpp - the rate_limits check around the one store call (see rate_stage.hpp).
 //
-// Pure functions, no I/O, no state: thread-safe. plan_rate_limits() runs for every request that
-// passes the static checks, so it builds only the ops that apply and computes a key value only
-// for a limit whose unit counts at this protocol_state. judge_rate_limits() builds text only for
-// a refusal or a full shadow limit.
-// SECURITY: key values come from the request (untrusted). The store gets them as values (the key
-// schema escapes them); reasons get them sanitized and capped.
+// Pure functions, no I/O, no state: thread-safe. Only ops that apply are built; text only for a
+// refusal or a full shadow limit. A limit blocked by a rate of 0 ("0", "0/1h") has no retry
+// time, since no wait makes room: its reply drops the clause holding {retry_after} (see
+// block_reply) rather than promise "retry in 1 seconds". SECURITY: key values are untrusted: the
+// store gets them as values, reasons get them sanitized and capped.
 #include <relayguard/rate_stage.hpp>
 
 #include <algorithm>
@@ -137,6 +136,52 @@ std::int64_t retry_seconds(std::int64_t retry_after_us) noexcept
     return std::max<std::int64_t>(1, (retry_after_us + micros_per_second - 1) / micros_per_second);
 }
 
+// blocked - whether a window of `spec` has a count of 0: then no wait ever makes room (until
+// an operator changes the rate), so a retry time would be a false promise.
+bool blocked(const RateSpec& spec) noexcept
+{
+    return spec.kind == RateSpec::Kind::rates &&
+           std::any_of(spec.rates.begin(), spec.rates.end(), [](const Rate& r) { return r.count == 0; });
+}
+
+// block_reply - a limit's reply for a block: the template without the clause that holds each
+// {retry_after}, {limit} filled in. The clause runs from the nearest ',', ';', ':' or '(' before
+// the placeholder (which goes too) to the next ',' or ';' (kept) or ')' (which goes too) or the
+// end: "450 4.7.1 Rate limit {limit} exceeded, retry in {retry_after} seconds" gives "450 4.7.1
+// Rate limit NAME exceeded". With no such mark before it, only the placeholder's word goes.
+std::string block_reply(std::string_view reply, std::string_view limit)
+{
+    constexpr std::string_view retry_placeholder = "{retry_after}";
+    std::string text(reply);
+    for (auto at = text.find(retry_placeholder); at != std::string::npos; at = text.find(retry_placeholder)) {
+        std::size_t from = text.find_last_of(",;:(", at);
+        std::size_t to;
+        if (from != std::string::npos) {
+            const bool paren = text[from] == '(';
+            to = text.find_first_of(paren ? ")" : ",;", at + retry_placeholder.size());
+            if (to == std::string::npos) to = text.size();
+            else if (paren) ++to;
+        } else {
+            from = text.find_last_of(' ', at);
+            from = from == std::string::npos ? at : from; // drop the space before the word
+            to = text.find(' ', at + retry_placeholder.size());
+            if (to == std::string::npos) to = text.size();
+        }
+        text.erase(from, to - from);
+        // "full (retry ...) sorry" leaves two spaces where the clause was.
+        if (from > 0 && from < text.size() && text[from - 1] == ' ' && text[from] == ' ') text.erase(from, 1);
+    }
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.pop_back();
+    return fill_reply_template(text, limit, 0);
+}
+
+// reply_of - what a full limit answers: with a retry time, or, when blocked, without one.
+std::string reply_of(const LimitConfig& limit, const RateSpec& effective, std::int64_t retry_after_s)
+{
+    if (blocked(effective)) return block_reply(limit.reply, limit.name);
+    return fill_reply_template(limit.reply, limit.name, retry_after_s);
+}
+
 void append_rate(std::string& out, const Rate& rate)
 {
     out += std::to_string(rate.count);
@@ -249,8 +294,9 @@ RateVerdict judge_rate_limits(const RatePlan& plan, const StoreResult& result)
         const LimitConfig& limit = *plan.limits[i];
         verdict.refuse = true;
         verdict.limit = &limit;
-        verdict.retry_after_s = retry_seconds(result.retry_after_us);
-        verdict.reply = fill_reply_template(limit.reply, limit.name, verdict.retry_after_s);
+        const RateSpec& effective = outcome_of(i) ? outcome_of(i)->effective : ops[i].defaults;
+        verdict.retry_after_s = blocked(effective) ? 0 : retry_seconds(result.retry_after_us);
+        verdict.reply = reply_of(limit, effective, verdict.retry_after_s);
         verdict.reason = describe(limit, ops[i], outcome_of(i));
     }
 
@@ -258,7 +304,7 @@ RateVerdict judge_rate_limits(const RatePlan& plan, const StoreResult& result)
         const OpOutcome* outcome = outcome_of(i);
         if (!ops[i].shadow || !outcome || outcome->allowed) continue;
         const LimitConfig& limit = *plan.limits[i];
-        verdict.shadowed.push_back({&limit, fill_reply_template(limit.reply, limit.name, retry_seconds(outcome->retry_after_us)),
+        verdict.shadowed.push_back({&limit, reply_of(limit, outcome->effective, retry_seconds(outcome->retry_after_us)),
                                     describe(limit, ops[i], outcome)});
     }
     return verdict;

@@ -46,6 +46,8 @@ namespace {
 //       its index in the request + shadow), cost, member (1-based, 0 none), parent override
 //       hash (KEYS index, 0 none), windows R (-1: unlimited), per window: the count as text,
 //       the period (µs) and the TAT increment of this cost (gcra(); count 0: period + 1).
+//       ARGV[2]: the caller's deadline, µs since the epoch as text ("0": none); Redis TIME past
+//       it: the status reply EXPIRED and nothing read or written (redis_store.cpp: a timeout).
 // Reply, ops in the script's (entity) order, which redis_store.cpp maps back. consume == false
 //       (relayguardctl), detailed: allowed, refused op (0-based, -1 none), its retry-after (µs),
 //       number of ops; per op: allowed, already counted, source (0 config, 1 value override, 2
@@ -67,17 +69,22 @@ local tonumber, call, unpack, fmt = tonumber, redis.call, unpack, string.format
 
 -- Every argument comes in one msgpack string: one C call decodes it, numbers as numbers, into
 -- a table sized once. (A malformed one fails the script with the decoder's error.)
-if #ARGV ~= 1 then return redis.error_reply(BAD) end
+if #ARGV ~= 2 then return redis.error_reply(BAD) end
+
+-- (Arithmetic converts a numeric string once; tonumber() would parse it twice.)
+local tm = call('TIME')
+local now = tm[1] * 1000000 + tm[2]
+-- Run after the caller's deadline (queued behind a slow command): it has answered without us
+-- and must not be counted now. Checked before anything is decoded, read or written.
+local deadline = ARGV[2] + 0
+if deadline > 0 and now > deadline then return redis.status_reply('EXPIRED') end
+if now > MAX_TIME then now = MAX_TIME end
+
 local D = {cmsgpack.unpack(ARGV[1])}
 local nent, nops, nm = D[3], D[4], D[5]
 local np = #K - 2 * nent - (nm > 0 and 1 or 0) -- parent override hashes
 if np < 0 then return redis.error_reply(BAD) end
 local detail = D[1] == 0
-
--- (Arithmetic converts a numeric string once; tonumber() would parse it twice.)
-local tm = call('TIME')
-local now = tm[1] * 1000000 + tm[2]
-if now > MAX_TIME then now = MAX_TIME end
 
 -- Few key values have overrides: one EXISTS over every override hash says whether to read any.
 -- The code that reads them is made (closures, upvalues) only then.

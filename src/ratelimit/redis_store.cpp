@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 // redis_store.cpp - RedisStore: one EVALSHA of rate_script() per policy request.
 //
-// Groups a StoreRequest's ops by state hash, builds the script's KEYS and its one msgpack
-// argument (every name and number precomputed here, where it is cheap, not in Redis), and
-// decodes its flat reply (short or detailed, see rate_script.cpp). Not thread-safe (one per
-// worker thread, like its redis::Client). SECURITY: the reply is checked field by field; any
-// other shape is errc::protocol_error, never a guess.
+// Groups ops by state hash, builds the KEYS, one msgpack argument and the call's deadline, and
+// decodes the flat reply (rate_script.cpp). Not thread-safe (one per worker, like its Client).
+// SECURITY: the reply is checked field by field; any other shape is errc::protocol_error.
+// BUGS: the deadline is our wall clock against Redis TIME: a host lagging Redis by more than the
+// timeout has every call voided (errc::timeout); one running ahead is protected less.
 #include <relayguard/redis_store.hpp>
 
 #include <algorithm>
@@ -102,6 +102,16 @@ constexpr long long short_reply_allowed = 2;
 constexpr long long short_reply_refusal = 3;
 
 constexpr std::int64_t micros_per_second = 1'000'000;
+
+// The script's status reply when Redis ran it after the call's deadline (rate_script.cpp).
+constexpr std::string_view expired_reply = "EXPIRED";
+
+// wall_clock_us - microseconds since the epoch, the scale of Redis TIME.
+std::int64_t wall_clock_us()
+{
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
 
 // remaining - what gcra() reports for a window whose TAT is `full_in_us` ahead of now (the
 // x - now of gcra()): the same double operations, so the short reply need not carry it.
@@ -404,20 +414,29 @@ ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::
 
 } // namespace
 
-RedisStore::RedisStore(redis::Client& client, std::string key_prefix, std::chrono::seconds instance_ttl)
-    : client_(client), prefix_(std::move(key_prefix)), instance_ttl_(instance_ttl)
+RedisStore::RedisStore(redis::Client& client, std::string key_prefix, std::chrono::seconds instance_ttl,
+                       std::chrono::milliseconds deadline_after)
+    : client_(client), prefix_(std::move(key_prefix)), instance_ttl_(instance_ttl), deadline_after_(deadline_after)
 {
 }
 
 boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
 {
-    const ScriptCall call = make_call(request, prefix_, instance_ttl_);
+    ScriptCall call = make_call(request, prefix_, instance_ttl_);
+    // A call the client gives up on may still reach Redis later (queued behind a slow command);
+    // run then, it would count what the caller already answered without it (on_error = local
+    // even counted it here too). The deadline makes such a late run a no-op. Wall clock, as
+    // Redis TIME (see BUGS above).
+    call.argv.push_back(std::to_string(deadline_after_.count() > 0 ? wall_clock_us() + deadline_after_.count() * 1000 : 0));
     std::string error_text;
     auto reply = co_await client_.eval(rate_script(), call.keys, call.argv, &error_text);
     if (!reply) {
         if (reply.error() == redis::errc::server_error) log_script_error(error_text);
         co_return Result(boost::system::in_place_error, reply.error());
     }
+    // The script's "too late" answer: for the caller, the same as no answer in time.
+    if (reply->type == Reply::Type::status && reply->str == expired_reply)
+        co_return Result(boost::system::in_place_error, make_error_code(redis::errc::timeout));
     auto result = decode(*reply, request, call.order);
     if (!result) co_return Result(boost::system::in_place_error, make_error_code(redis::errc::protocol_error));
     co_return std::move(*result);

@@ -78,11 +78,12 @@ T run_sync(asio::io_context& io, asio::awaitable<T> aw, std::chrono::seconds lim
     return std::move(*out);
 }
 
-std::unique_ptr<Client> connect(asio::io_context& io, const std::string& address)
+std::unique_ptr<Client> connect(asio::io_context& io, const std::string& address,
+                                std::chrono::milliseconds command_timeout = 5s) // 5s: a loaded 2-core test machine
 {
     relayguard::redis::ClientConfig config;
     config.address = address;
-    config.command_timeout = 5s; // a loaded 2-core test machine, not production
+    config.command_timeout = command_timeout;
     auto client = std::make_unique<Client>(io.get_executor(), config);
     client->start();
     const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -723,6 +724,52 @@ TEST_F(RedisStoreTest, RedisDownIsAnError)
     ASSERT_FALSE(got.has_value()) << "a store failure must not look like a decision";
     EXPECT_TRUE(got.error() == errc::not_connected || got.error() == errc::connection_lost)
         << "got=" << got.error().message();
+}
+
+// A call that timed out in the daemon (which then answered per on_error, and with "local"
+// counted it itself) must not be counted by Redis when Redis gets to it later: the script sees
+// that its deadline has passed and changes nothing.
+TEST_F(RedisStoreTest, CallRunAfterItsDeadlineConsumesNothing)
+{
+    // The daemon's production default (store.redis.timeout); the sleep is far longer.
+    constexpr auto timeout = 50ms;
+    auto fast = connect(io_, "unix:" + server_.unix_path(), timeout);
+    RedisStore store(*fast, std::string(prefix), relayguard::default_instance_ttl, timeout);
+    const auto o = once(op("per_login", "alice", "3/1h"));
+    const std::string state = relayguard::state_key(prefix, LimitKey::sasl_username, "alice");
+    const std::string instance = relayguard::instance_key(prefix, "Q-late");
+
+    // The script cached, so that the late call is an EVALSHA that runs (not a NOSCRIPT whose
+    // EVAL fallback the client, having given up, never sends).
+    cmd({"SCRIPT", "LOAD", relayguard::rate_script().body()});
+
+    // Redis busy for 300 ms, from another connection (the fixture's, 5 s timeout).
+    std::optional<boost::system::result<Reply, std::error_code>> slept;
+    asio::co_spawn(io_, send(*client_, {"DEBUG", "SLEEP", "0.3"}), [&](std::exception_ptr, auto r) { slept = r; });
+    // Proof that Redis is stuck before the store call goes out: a PING times out too.
+    const auto ping = run_sync(io_, send(*fast, {"PING"}));
+    ASSERT_FALSE(ping.has_value()) << "Redis answered PING during DEBUG SLEEP: the test proves nothing";
+    ASSERT_EQ(ping.error(), errc::timeout) << "got=" << ping.error().message();
+
+    const StoreReply late = run_sync(io_, store.apply(req({o}, "Q-late")));
+    ASSERT_FALSE(late.has_value()) << "got=a result while Redis slept";
+    EXPECT_EQ(late.error(), errc::timeout) << "got=" << late.error().message();
+
+    // Redis wakes up and runs the queued script: it must find its deadline passed.
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    while (!slept && std::chrono::steady_clock::now() < end) io_.run_one_for(50ms);
+    ASSERT_TRUE(slept && slept->has_value()) << "DEBUG SLEEP did not complete";
+    // A command on the fixture's connection is answered after everything Redis had queued
+    // before it (one thread), so by now the late script has run or never will.
+    EXPECT_EQ(integer({"EXISTS", state}), 0) << "the late script wrote " << fmt::format("{}", cmd({"HGETALL", state}).elements.size()) << " fields";
+    EXPECT_EQ(integer({"EXISTS", instance}), 0) << "the late script marked the instance counted";
+
+    // The same store, Redis healthy again: calls within their deadline count as always.
+    const StoreReply ok = run_sync(io_, store.apply(req({o}, "Q-late")));
+    ASSERT_TRUE(ok.has_value()) << "got=" << ok.error().message();
+    EXPECT_TRUE(ok->allowed);
+    EXPECT_EQ(ok->ops.at(0).windows.at(0).remaining, 2u) << "got=" << ok->ops.at(0).windows.at(0).remaining << " want=2 (one unit, once)";
+    EXPECT_EQ(integer({"SISMEMBER", instance, "per_login|l:alice"}), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -523,6 +523,68 @@ TEST(JudgeRateLimits, ListsEveryFullShadowLimit)
     EXPECT_EQ(v.shadowed[1].reply, "450 4.7.1 Rate limit shadow_b exceeded, retry in 4 seconds");
 }
 
+// A rate of 0 blocks until an operator changes it: no wait makes room, so the reply must not
+// promise one ("retry in 1 seconds" was the bug: "0" is stored as 0/1s).
+TEST(JudgeRateLimits, BlockedLimitRepliesWithoutARetryTime)
+{
+    using Source = OpOutcome::Source;
+    struct Case {
+        const char* name;
+        OpOutcome refused_outcome;
+        std::int64_t want_retry_s;
+        std::string want_reply;
+    };
+    const std::string blocked = "450 4.7.1 Rate limit login_messages exceeded";
+    const Case cases[] = {
+        {"override 0 of the value", outcome(false, 1'000'000, "0", {}, Source::override_value), 0, blocked},
+        {"override 0 of the parent", outcome(false, 1'000'000, "0", {}, Source::override_parent), 0, blocked},
+        {"a window of 0 with a period", outcome(false, 3'600'000'000, "0/1h", {}, Source::override_value), 0, blocked},
+        {"a 0 window beside a real one", outcome(false, 60'000'000, "0/1m, 100/1h", {}, Source::override_value), 0, blocked},
+        {"a full window, not a block", outcome(false, 1'000'000, "20/1m", {}, Source::override_value), 1,
+         "450 4.7.1 Rate limit login_messages exceeded, retry in 1 seconds"},
+    };
+    const Fixture f = login_fixture();
+    for (const auto& c : cases) {
+        const RateVerdict v = judge_rate_limits(f.plan, refused(0, c.refused_outcome.retry_after_us, {c.refused_outcome, outcome(true), outcome(true)}));
+        EXPECT_TRUE(v.refuse) << c.name;
+        EXPECT_EQ(v.retry_after_s, c.want_retry_s) << c.name << " got=" << v.retry_after_s << " want=" << c.want_retry_s;
+        EXPECT_EQ(v.reply, c.want_reply) << c.name << " got=" << v.reply << " want=" << c.want_reply;
+    }
+}
+
+TEST(JudgeRateLimits, BlockedReplyDropsTheRetryClauseOfAnyTemplate)
+{
+    struct Case {
+        const char* reply;
+        const char* want;
+    };
+    const Case cases[] = {
+        {"450 4.7.1 Rate limit {limit} exceeded, retry in {retry_after} seconds", "450 4.7.1 Rate limit blk exceeded"},
+        {"450 4.7.1 {limit} full; retry in {retry_after}s, ask postmaster", "450 4.7.1 blk full, ask postmaster"},
+        {"450 4.7.1 {limit} full (retry in {retry_after} s) sorry", "450 4.7.1 blk full sorry"},
+        {"DEFER_IF_PERMIT {limit}: wait {retry_after}s {other} {limit}", "DEFER_IF_PERMIT blk"},
+        {"450 4.7.1 {limit} in {retry_after}", "450 4.7.1 blk in"},
+        {"450 4.7.1 {limit} wait {retry_after}s now", "450 4.7.1 blk wait now"},
+        {"REJECT {limit} is blocked", "REJECT blk is blocked"},
+    };
+    for (const auto& c : cases) {
+        LimitConfig limit = make_limit("blk", LimitKey::global, LimitUnit::recipients, "0");
+        limit.reply = c.reply;
+        LimitConfig watch = make_limit("blk_shadow", LimitKey::global, LimitUnit::recipients, "0");
+        watch.reply = c.reply;
+        watch.shadow = true;
+        const auto snap = snapshot_of({limit, watch});
+        const auto plan = plan_rate_limits(make_request({{Attr::protocol_state, "RCPT"}}), *snap, pass());
+        ASSERT_TRUE(plan.has_value());
+        const RateVerdict v = judge_rate_limits(*plan, refused(0, 1'000'000, {outcome(false, 1'000'000, "0"), outcome(false, 1'000'000, "0")}));
+        EXPECT_EQ(v.reply, c.want) << c.reply << " got=" << v.reply << " want=" << c.want;
+        ASSERT_EQ(v.shadowed.size(), 1u);
+        std::string want_shadow = c.want; // the same, under the shadow limit's name
+        want_shadow.replace(want_shadow.find("blk"), 3, "blk_shadow");
+        EXPECT_EQ(v.shadowed[0].reply, want_shadow) << c.reply;
+    }
+}
+
 TEST(FillReplyTemplate, ReplacesOnlyTheTwoPlaceholders)
 {
     struct Case {
