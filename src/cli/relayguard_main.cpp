@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // relayguard_main.cpp - the relayguard daemon: arguments, config, listeners, signals, background.
 //
-// Wiring only (STYLE.md): load_snapshot() -> Server::bind() -> go to the background unless
-// --foreground -> start() -> a signal loop on the main thread (SIGHUP reloads, SIGTERM/SIGINT
-// drain and stop). systemd runs it with --foreground. In the background stdin/stdout/stderr are
-// /dev/null once startup is over, so log target "stderr" then logs nothing: use syslog there.
+// Wiring only (STYLE.md): load_snapshot() -> privileges decided -> Server::bind() -> background
+// unless --foreground (systemd) -> metrics listener -> drop to server.user -> start() -> signal
+// loop on the main thread (SIGHUP reloads, SIGTERM/SIGINT drain and stop). In the background
+// stdin/stdout/stderr are /dev/null once started, so log target "stderr" logs nothing there.
 // Exit codes: 0 ok, 1 configuration or startup error, 2 usage error.
 #include <fcntl.h>
 #include <unistd.h>
@@ -39,6 +39,8 @@
 #include <relayguard/policy.hpp>
 #include <relayguard/server.hpp>
 
+#include "server/privileges.hpp"
+
 namespace {
 
 using namespace relayguard;
@@ -57,6 +59,7 @@ struct Options {
     std::string config_path{default_config_path};
     bool check_config = false;
     bool foreground = false;
+    bool allow_root = false; // --allow-root: as server.allow_root
     bool help = false;
     bool version = false;
 };
@@ -65,10 +68,12 @@ struct Options {
 void print_usage(std::FILE* to)
 {
     fmt::print(to,
-               "usage: relayguard [--config FILE] [--check-config] [--foreground] [--help] [--version]\n"
+               "usage: relayguard [--config FILE] [--check-config] [--foreground] [--allow-root] [--help] "
+               "[--version]\n"
                "  -c, --config FILE   configuration file (default: {})\n"
                "      --check-config  check the configuration and the files it names, then exit\n"
                "      --foreground    do not go to the background (as under systemd)\n"
+               "      --allow-root    keep running as root when server.user is not set\n"
                "  -h, --help          show this help and exit\n"
                "  -V, --version       show the version and exit\n",
                default_config_path);
@@ -92,6 +97,8 @@ std::optional<std::string> parse_arguments(int argc, char** argv, Options& optio
             options.check_config = true;
         } else if (arg == "--foreground") {
             options.foreground = true;
+        } else if (arg == "--allow-root") {
+            options.allow_root = true;
         } else if (arg == "--help" || arg == "-h") {
             options.help = true;
         } else if (arg == "--version" || arg == "-V") {
@@ -107,7 +114,8 @@ std::optional<std::string> parse_arguments(int argc, char** argv, Options& optio
 
 // check_config - --check-config: load everything a start would load, bind nothing. Messages
 // go out exactly as load_snapshot() words them ("FILE:LINE: KEY: ..."), for editors and
-// systemd's ExecStartPre.
+// systemd's ExecStartPre. server.user/group must exist; whether the identity that runs the
+// check may run the daemon is not judged (ExecStartPre and an admin's shell differ).
 int check_config(const std::string& path)
 {
     std::vector<std::string> warnings;
@@ -115,6 +123,10 @@ int check_config(const std::string& path)
     for (const auto& warning : warnings) fmt::print(stderr, "{}\n", warning);
     if (!snapshot) {
         fmt::print(stderr, "{}\n", snapshot.error().to_string());
+        return exit_failure;
+    }
+    if (auto account = server_detail::lookup_account((*snapshot)->config.server, path); !account) {
+        fmt::print(stderr, "{}\n", account.error().to_string());
         return exit_failure;
     }
     fmt::print("{}: OK\n", path);
@@ -280,8 +292,18 @@ int run_daemon(const Options& options)
         return exit_failure;
     }
     std::shared_ptr<const Snapshot> snapshot = *loaded;
+    // Decided before anything is bound: a typo in server.user, or root without a user, must
+    // leave no socket file behind.
+    auto privileges = server_detail::plan_privileges(snapshot->config.server, path, options.allow_root,
+                                                     server_detail::current_identity());
+    if (!privileges) {
+        for (const auto& warning : warnings) spdlog::warn("{}", warning);
+        spdlog::error("{}", privileges.error().to_string());
+        return exit_failure;
+    }
     init_logging(snapshot->config.log);
     for (const auto& warning : warnings) spdlog::warn("{}", warning);
+    for (const auto& warning : privileges->warnings) spdlog::warn("{}", warning);
 
     Server server(snapshot);
     const auto metrics = std::make_shared<Metrics>();
@@ -312,6 +334,19 @@ int run_daemon(const Options& options)
             spdlog::error("cannot serve metrics: {}", e.what());
             return exit_failure;
         }
+    }
+
+    // Everything that needs root is done: listeners bound (UNIX sockets chmod/chowned), the
+    // metrics port bound, logging open. From here on, nothing runs as root; the workers, the
+    // store connections and every reload run as server.user. The metrics thread started above
+    // is dropped as well: glibc applies setgroups/setresgid/setresuid to every thread.
+    if (const auto& to = privileges->drop_to) {
+        if (auto error = server_detail::drop_privileges(*to)) {
+            spdlog::error("cannot drop privileges to user \"{}\": {}", to->user, *error);
+            return exit_failure;
+        }
+        spdlog::info("running as user {} (uid {}), group {} (gid {})", to->user, to->uid,
+                     to->group.empty() ? std::string("-") : to->group, to->gid);
     }
 
     try {

@@ -164,7 +164,8 @@ start_daemon() {
         printf '\n[store.redis]\naddress = "unix:%s"\n' "$work/redis.sock" >>"$conf"
         redis-cli -s "$work/redis.sock" flushall >/dev/null
     fi
-    "$relayguard" --foreground --config "$conf" 2>"$log" &
+    # --allow-root: the benchmark configs set no server.user and the matrix may run as root.
+    "$relayguard" --foreground --allow-root --config "$conf" 2>"$log" &
     daemon_pid=$!
     pids+=("$daemon_pid")
     local i line

@@ -145,7 +145,8 @@ e2e_policy_query() {
 # background of this shell), wait until it answers a request on 127.0.0.1:INET_PORT.
 e2e_start_relayguard() {
     local bin=$1 config=$2 port=$3 reply i
-    "$bin" --foreground --config "$config" >>"$e2e_tmp/relayguard.log" 2>&1 &
+    # As root (e2e_init): --allow-root for configs without server.user; one with it drops.
+    "$bin" --foreground --allow-root --config "$config" >>"$e2e_tmp/relayguard.log" 2>&1 &
     e2e_relayguard_pid=$!
     e2e_register_pid "$e2e_relayguard_pid"
     if ! e2e_wait_port "$port" "$e2e_relayguard_pid"; then
@@ -241,13 +242,14 @@ e2e_reply_count() {
 # --- Redis and rate limits.
 
 # e2e_start_redis - a private redis-server on a UNIX socket in the temp dir: no TCP port, no
-# persistence, no config file. Sets e2e_redis_sock; stopped by pid on exit like the rest.
+# persistence, no config file. Sets e2e_redis_sock; stopped by pid on exit like the rest. The
+# socket is open to every user: relayguard may run as one of its own (postfix_e2e.sh, unix).
 e2e_start_redis() {
     local reply="" i
     mkdir -p "$e2e_tmp/redis"
     e2e_redis_sock=$e2e_tmp/redis/redis.sock
     redis-server --port 0 --save '' --appendonly no --dir "$e2e_tmp/redis" \
-        --unixsocket "$e2e_redis_sock" --unixsocketperm 700 \
+        --unixsocket "$e2e_redis_sock" --unixsocketperm 777 \
         --logfile "$e2e_tmp/redis/redis.log" >/dev/null 2>&1 &
     e2e_redis_pid=$!
     e2e_register_pid "$e2e_redis_pid"

@@ -113,9 +113,9 @@ EOF
     echo
     echo "# ---- contrib/postfix/main.cf ----"
     if [[ $mode == inet ]]; then
-        grep -q '^relayguard_service = unix:private/relayguard$' "$src/contrib/postfix/main.cf" ||
-            e2e_die "contrib/postfix/main.cf has no 'relayguard_service = unix:private/relayguard' line"
-        sed "s|^relayguard_service = unix:private/relayguard\$|relayguard_service = inet:127.0.0.1:$port_policy|" \
+        grep -q '^relayguard_service = unix:relayguard/policy$' "$src/contrib/postfix/main.cf" ||
+            e2e_die "contrib/postfix/main.cf has no 'relayguard_service = unix:relayguard/policy' line"
+        sed "s|^relayguard_service = unix:relayguard/policy\$|relayguard_service = inet:127.0.0.1:$port_policy|" \
             "$src/contrib/postfix/main.cf"
     else
         cat "$src/contrib/postfix/main.cf"
@@ -183,17 +183,26 @@ done
 e2e_start_redis
 
 # --- relayguard: listens where the snippet says (the UNIX socket inside the queue directory, as
-# contrib/postfix/main.cf documents it, or TCP), plus TCP for the readiness probe.
+# contrib/postfix/main.cf documents it, or TCP), plus TCP for the readiness probe. In unix mode
+# it is set up as the snippet says for a hand install: started as root, it binds in a directory
+# of its user's that only Postfix may enter, then runs as that user ("nobody" stands in for
+# "relayguard", which the package creates); in inet mode it stays root (--allow-root).
 listen="\"inet:127.0.0.1:$port_policy\""
-[[ $mode == unix ]] && listen+=", \"unix:$queue/private/relayguard\""
+rg_user=""
+user_line=""
+if [[ $mode == unix ]]; then
+    rg_user=nobody
+    user_line="user = \"$rg_user\""
+    install -d -o "$rg_user" -g postfix -m 0750 "$queue/relayguard"
+    listen+=", \"unix:$queue/relayguard/policy\""
+fi
 cat >"$tmp/relayguard.toml" <<EOF
 [server]
 listen = [$listen]
 threads = 1
 shutdown_timeout = "2s"
-socket_mode = "0660"
-socket_owner = "postfix"
-socket_group = "postfix"
+socket_mode = "0666"
+$user_line
 
 [log]
 level = "info"
@@ -218,9 +227,14 @@ EOF
 e2e_store_config >>"$tmp/relayguard.toml"
 e2e_start_relayguard "$bin" "$tmp/relayguard.toml" "$port_policy"
 if [[ $mode == unix ]]; then
-    [[ -S $queue/private/relayguard ]] || e2e_die "no socket $queue/private/relayguard"
-    [[ $(stat -c %U:%a "$queue/private/relayguard") == postfix:660 ]] ||
-        e2e_die "socket is $(stat -c %U:%a "$queue/private/relayguard"), want postfix:660"
+    [[ -S $queue/relayguard/policy ]] || e2e_die "no socket $queue/relayguard/policy"
+    [[ $(stat -c %a "$queue/relayguard/policy") == 666 ]] ||
+        e2e_die "socket mode is $(stat -c %a "$queue/relayguard/policy"), want 666"
+    # Dropped for good: real, effective, saved and filesystem uid all the user's.
+    got_uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$e2e_relayguard_pid/status")
+    want_uid=$(id -u "$rg_user")
+    [[ $got_uids == "$want_uid $want_uid $want_uid $want_uid" ]] ||
+        e2e_die "relayguard uids got=$got_uids want=$want_uid (x4)"
 fi
 e2e_log "up: smtp=$port_smtp submission=$port_submission submissions=$port_submissions plaintext=$port_plaintext policy=$mode (tmp $tmp)"
 

@@ -353,7 +353,9 @@ protected:
         p.out = dir_ / (tag + ".out");
         p.err = dir_ / (tag + ".err");
         const std::string binary = relayguard_binary().string();
-        std::vector<std::string> all{binary};
+        // Tests run as root (CI, containers) with configs that set no server.user; harmless
+        // for every other invocation (--check-config, --help, usage errors).
+        std::vector<std::string> all{binary, "--allow-root"};
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : all) argv.push_back(a.data());
@@ -463,8 +465,8 @@ TEST_F(Daemon, PrintsHelpWithEveryOption)
         EXPECT_EQ(r.exit_code, 0) << flag;
         EXPECT_EQ(r.err, "") << flag;
         EXPECT_TRUE(r.out.starts_with("usage: relayguard ")) << "got=" << r.out;
-        for (const char* option : {"--config FILE", "--check-config", "--foreground", "--help", "--version",
-                                   "/etc/relayguard/relayguard.toml"})
+        for (const char* option : {"--config FILE", "--check-config", "--foreground", "--allow-root", "--help",
+                                   "--version", "/etc/relayguard/relayguard.toml"})
             EXPECT_NE(r.out.find(option), std::string::npos) << "help lacks " << option << "; got=" << r.out;
     }
 }

@@ -212,10 +212,17 @@ bool PolicyClient::fill(SteadyClock::time_point deadline)
 fs::path relayguard_binary() { return binary_dir() / "relayguard"; }
 
 DaemonProcess::DaemonProcess(const fs::path& config, const fs::path& dir, const std::string& tag)
+    // Tests run as root (CI, containers) with configs that set no server.user.
+    : DaemonProcess(DaemonArgs{{"--foreground", "--allow-root", "--config", config.string()}}, dir, tag)
+{
+}
+
+DaemonProcess::DaemonProcess(const DaemonArgs& arguments, const fs::path& dir, const std::string& tag)
     : out_(dir / (tag + ".out")), err_(dir / (tag + ".err"))
 {
     const std::string binary = relayguard_binary().string();
-    std::vector<std::string> args{binary, "--foreground", "--config", config.string()};
+    std::vector<std::string> args{binary};
+    args.insert(args.end(), arguments.args.begin(), arguments.args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace relayguard::testing {
 
@@ -80,12 +81,19 @@ private:
 // relayguard_binary - binary_dir()/relayguard.
 std::filesystem::path relayguard_binary();
 
-// DaemonProcess - `relayguard --foreground --config CONFIG`, stdout and stderr in
-// DIR/TAG.out and DIR/TAG.err. The destructor SIGKILLs and reaps it if it is still running.
+// The arguments after the program name, exactly as given (nothing added).
+struct DaemonArgs {
+    std::vector<std::string> args;
+};
+
+// DaemonProcess - `relayguard --foreground --allow-root --config CONFIG` (or the DaemonArgs
+// given), stdout and stderr in DIR/TAG.out and DIR/TAG.err. The destructor SIGKILLs and reaps
+// it if it is still running.
 class DaemonProcess {
 public:
     DaemonProcess(const std::filesystem::path& config, const std::filesystem::path& dir,
                   const std::string& tag = "relayguard");
+    DaemonProcess(const DaemonArgs& args, const std::filesystem::path& dir, const std::string& tag = "relayguard");
     ~DaemonProcess();
     DaemonProcess(const DaemonProcess&) = delete;
     DaemonProcess& operator=(const DaemonProcess&) = delete;
