@@ -22,8 +22,9 @@ inline constexpr std::chrono::seconds default_instance_ttl{3600};
 
 class RedisStore final : public CounterStore {
 public:
-    // `deadline_after`: the client's command_timeout. Redis must start the script within it of
-    // apply() being called (its TIME against our wall clock), else the call is void; 0: no
+    // `deadline_after`: the client's command_timeout. Redis must start the script within it (plus
+    // a 500 ms allowance for clock differences) of apply() being called (its TIME against our
+    // wall clock), else the call is void; 0: no
     // deadline (relayguardctl, whose calls write nothing).
     RedisStore(redis::Client& client, std::string key_prefix,
                std::chrono::seconds instance_ttl = default_instance_ttl,
