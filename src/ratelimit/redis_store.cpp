@@ -4,8 +4,9 @@
 // Groups ops by state hash, builds the KEYS, one msgpack argument and the call's deadline, and
 // decodes the flat reply (rate_script.cpp). Not thread-safe (one per worker, like its Client).
 // SECURITY: the reply is checked field by field; any other shape is errc::protocol_error.
-// BUGS: the deadline is our wall clock against Redis TIME: a host lagging Redis by more than the
-// timeout has every call voided (errc::timeout); one running ahead is protected less.
+// BUGS: the deadline is our wall clock against Redis TIME, with deadline_clock_tolerance added: a
+// host lagging Redis by more than timeout + tolerance has every call voided (errc::timeout), so
+// keep the fleet on NTP; a call Redis runs within the tolerance after we gave up still counts.
 #include <relayguard/redis_store.hpp>
 
 #include <algorithm>
@@ -102,6 +103,12 @@ constexpr long long short_reply_allowed = 2;
 constexpr long long short_reply_refusal = 3;
 
 constexpr std::int64_t micros_per_second = 1'000'000;
+
+// Added to a call's deadline: the hosts' clocks and Redis's are never exactly equal, and a
+// fleet whose clocks drift apart by a few hundred ms must not see every call voided (that would
+// put every request under on_error). Stalls this guards against (a blocked Redis, a paused or
+// swapped-out one) last seconds.
+constexpr std::chrono::milliseconds deadline_clock_tolerance{500};
 
 // The script's status reply when Redis ran it after the call's deadline (rate_script.cpp).
 constexpr std::string_view expired_reply = "EXPIRED";
@@ -427,7 +434,11 @@ boost::asio::awaitable<Result> RedisStore::apply(const StoreRequest& request)
     // run then, it would count what the caller already answered without it (on_error = local
     // even counted it here too). The deadline makes such a late run a no-op. Wall clock, as
     // Redis TIME (see BUGS above).
-    call.argv.push_back(std::to_string(deadline_after_.count() > 0 ? wall_clock_us() + deadline_after_.count() * 1000 : 0));
+    const std::int64_t deadline_us =
+        deadline_after_.count() > 0
+            ? wall_clock_us() + std::chrono::duration_cast<std::chrono::microseconds>(deadline_after_ + deadline_clock_tolerance).count()
+            : 0;
+    call.argv.push_back(std::to_string(deadline_us));
     std::string error_text;
     auto reply = co_await client_.eval(rate_script(), call.keys, call.argv, &error_text);
     if (!reply) {

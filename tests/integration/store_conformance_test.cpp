@@ -743,9 +743,10 @@ TEST_F(RedisStoreTest, CallRunAfterItsDeadlineConsumesNothing)
     // EVAL fallback the client, having given up, never sends).
     cmd({"SCRIPT", "LOAD", relayguard::rate_script().body()});
 
-    // Redis busy for 300 ms, from another connection (the fixture's, 5 s timeout).
+    // Redis busy for 1.2 s (past the 50 ms timeout plus the store's 500 ms clock tolerance), from
+    // another connection (the fixture's, 5 s timeout).
     std::optional<boost::system::result<Reply, std::error_code>> slept;
-    asio::co_spawn(io_, send(*client_, {"DEBUG", "SLEEP", "0.3"}), [&](std::exception_ptr, auto r) { slept = r; });
+    asio::co_spawn(io_, send(*client_, {"DEBUG", "SLEEP", "1.2"}), [&](std::exception_ptr, auto r) { slept = r; });
     // Proof that Redis is stuck before the store call goes out: a PING times out too.
     const auto ping = run_sync(io_, send(*fast, {"PING"}));
     ASSERT_FALSE(ping.has_value()) << "Redis answered PING during DEBUG SLEEP: the test proves nothing";
