@@ -167,6 +167,9 @@ struct MetricsTotals {
     std::array<std::uint64_t, close_reason_count> closed_for{};
     std::uint64_t reloads_ok = 0;
     std::uint64_t reloads_failed = 0;
+    std::uint64_t suspensions_automatic = 0; // logins the compromise ladder suspended
+    std::uint64_t events_published = 0;      // ladder events logged and handed on (PUBLISH, command)
+    std::uint64_t events_dropped = 0;        // events dropped: too many pending, or the command queue full
 
     std::uint64_t decisions_of(std::optional<Check> check, ActionClass action) const noexcept
     {
@@ -203,6 +206,12 @@ public:
     // reloaded - a SIGHUP reload was applied (ok) or refused (failed). Any thread.
     void reloaded(bool ok) noexcept;
 
+    // suspended_automatically / event_published / event_dropped - the compromise ladder
+    // suspended a login; an event was reported; one was dropped (bounded queues). Any thread.
+    void suspended_automatically() noexcept { suspensions_automatic_.fetch_add(1, std::memory_order_relaxed); }
+    void event_published() noexcept { events_published_.fetch_add(1, std::memory_order_relaxed); }
+    void event_dropped() noexcept { events_dropped_.fetch_add(1, std::memory_order_relaxed); }
+
     // set_serving - the policy server started / is stopping (for /healthz). Any thread.
     void set_serving(bool serving) noexcept { serving_.store(serving, std::memory_order_relaxed); }
 
@@ -220,6 +229,9 @@ private:
     std::atomic<bool> store_degraded_{false}; // a copy of Impl's, for health() without a lock
     std::atomic<std::uint64_t> reloads_ok_{0};
     std::atomic<std::uint64_t> reloads_failed_{0};
+    std::atomic<std::uint64_t> suspensions_automatic_{0};
+    std::atomic<std::uint64_t> events_published_{0};
+    std::atomic<std::uint64_t> events_dropped_{0};
 };
 
 // render_metrics - the text format of `totals` (what Metrics::render() sends).

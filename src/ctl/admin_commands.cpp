@@ -7,13 +7,17 @@
 // by the daemon on its next request. Times come from Redis (TIME), the clock the daemons share.
 // Single-threaded.
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 
 #include <fmt/core.h>
 
 #include <relayguard/key_schema.hpp>
+#include <relayguard/live_store.hpp>
 #include <relayguard/maps.hpp>
 
 #include "ctl/support.hpp"
+#include "ratelimit/live_buckets.hpp"
 #include "policy/key_values.hpp"
 
 namespace relayguard::ctl {
@@ -202,6 +206,28 @@ asio::awaitable<int> suspend(Session& s, std::string_view login_text, std::strin
     co_return exit_ok;
 }
 
+namespace {
+
+// ladder_state_keys - DEL of every key the compromise ladder keeps for `login`: its signal
+// buckets (the window's four, the one in progress and one ahead, for a clock a little apart
+// from the daemons') and its event markers.
+std::vector<std::string> ladder_state_keys(const std::string& prefix, const std::string& login,
+                                           std::chrono::seconds window)
+{
+    std::vector<std::string> del{"DEL"};
+    const std::int64_t length = detail::bucket_length(window);
+    const std::int64_t now = detail::bucket_index(system_clock().now_us(), length);
+    for (Signal signal : {Signal::networks, Signal::recipient_domains, Signal::rate_refusals}) {
+        for (std::int64_t b = now - static_cast<std::int64_t>(signal_buckets); b <= now + 1; ++b)
+            del.push_back(signal_key(prefix, login, signal_name(signal), b));
+    }
+    for (std::string_view what : {"warn", "hold", "suspend", "shadow_warn", "shadow_hold", "shadow_suspend"})
+        del.push_back(event_key(prefix, login, what));
+    return del;
+}
+
+} // namespace
+
 asio::awaitable<int> unsuspend(Session& s, std::string_view login_text)
 {
     if (auto why = login_error(login_text)) {
@@ -213,6 +239,10 @@ asio::awaitable<int> unsuspend(Session& s, std::string_view login_text)
     std::vector<std::vector<std::string>> commands;
     commands.push_back(strings_of_args("DEL", suspension_key(prefix, login)));
     commands.push_back(strings_of_args("ZREM", suspended_index_key(prefix), login));
+    // The compromise ladder starts afresh: without this, the counts that suspended the login
+    // (still inside their window) would suspend it again at its next request after the password
+    // change, and the "already reported" markers would keep that second time silent.
+    commands.push_back(ladder_state_keys(prefix, login, s.config.compromise.window));
     auto reply = co_await transaction(s, commands);
     if (!reply) co_return exit_failure;
     const bool was = !reply->elements.empty() && reply->elements[0].integer > 0;

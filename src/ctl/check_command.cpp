@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // check_command.cpp - relayguardctl check: what the daemon would answer, without side effects.
 //
-// The same steps as a daemon session (server/session.cpp answer_one): decide() with a trace,
-// then plan_rate_limits() and one store call, then judge_rate_limits(); the one difference is
-// StoreRequest::consume = false, under which the rate script computes everything and writes
-// nothing (no TAT, no refusal count, no instance marker). SECURITY: the input is parsed by the
+// The same steps as a daemon session (server/session.cpp answer_one): plan_live() and one live
+// store query, decide() with a trace and those facts, then plan_rate_limits() and one store
+// call, judge_rate_limits(), and the compromise ladder's rung; the one difference is consume =
+// false, under which the live query only reads (no PFADD) and the rate script computes
+// everything and writes nothing (no TAT, no refusal count, no instance marker). SECURITY: the input is parsed by the
 // daemon's bounded parser with the config's limits; a request it refuses is reported, as the
 // daemon would close the connection.
 #include <cerrno>
@@ -15,6 +16,7 @@
 #include <fmt/core.h>
 
 #include <relayguard/action.hpp>
+#include <relayguard/live_store.hpp>
 #include <relayguard/rate_stage.hpp>
 #include <relayguard/redis_store.hpp>
 #include <relayguard/request_parser.hpp>
@@ -148,8 +150,22 @@ asio::awaitable<int> check(Session& s, const Snapshot& snapshot, std::string_vie
     std::string text;
     for (std::size_t n = 0; n < requests->size(); ++n) {
         const Request& request = (*requests)[n];
+        // What the daemon would ask the live store, read only. The embedded live store is the
+        // daemon's memory: nothing to ask here.
+        std::optional<LiveFacts> facts;
+        const std::optional<LiveQuery> query = plan_live(request, snapshot, /*consume=*/false);
+        if (query && s.client) {
+            RedisLiveStore live(*s.client, config.store.key_prefix);
+            auto answer = co_await live.query(*query);
+            if (!answer) {
+                s.out.error(fmt::format("request {}: live store redis {}: {}", n + 1, config.store.redis.address,
+                                        answer.error().message()));
+                co_return exit_failure;
+            }
+            facts = std::move(*answer);
+        }
         std::vector<CheckResult> trace;
-        const Decision decision = decide(request, snapshot, &trace);
+        const Decision decision = decide(request, snapshot, &trace, facts ? &*facts : nullptr);
         std::vector<Row> rows;
         for (const auto& t : trace)
             rows.push_back({std::string(check_name(t.check)), t.verdict, t.shadow, std::string(t.reply), t.reason});
@@ -221,7 +237,10 @@ asio::awaitable<int> check(Session& s, const Snapshot& snapshot, std::string_vie
                 const CounterOp& op = plan->request.ops[i];
                 const LimitConfig& limit = *plan->limits[i];
                 const OpOutcome& outcome = result.ops[i];
-                std::string state = outcome.allowed ? "room" : fmt::format("full, retry in {}", format_duration_us(outcome.retry_after_us));
+                std::string state = outcome.allowed                ? std::string("room")
+                                    : outcome.retry_after_us == 0 ? std::string("blocked (rate 0)")
+                                                                  : fmt::format("full, retry in {}",
+                                                                                format_duration_us(outcome.retry_after_us));
                 if (outcome.already_counted) state += ", message already counted";
                 if (op.shadow) state += ", shadow";
                 text += fmt::format("    {} ({}, {}, this request {}, {}, {}): {}\n", limit.name,
@@ -248,6 +267,53 @@ asio::awaitable<int> check(Session& s, const Snapshot& snapshot, std::string_vie
                 limits.push(std::move(l));
             }
         }
+        // The live store's facts and the compromise ladder (the login's counts as of now; the
+        // request itself is not added).
+        Json live = Json();
+        if (query) {
+            live = Json::object();
+            if (!facts) {
+                text += "  live store: embedded (the daemon's memory): not consulted\n";
+            } else {
+                live.set("login", query->login);
+                if (query->suspension) {
+                    const auto& sus = facts->suspension;
+                    text += fmt::format("  suspended: {}\n",
+                                        sus ? fmt::format("yes, by {}: {}", show(sus->by), show(sus->reason)) : "no");
+                    live.set("suspended", sus.has_value());
+                }
+                if (!query->owner_keys.empty()) {
+                    text += fmt::format("  sender owners (relayguardctl owners): {}\n",
+                                        facts->sender_owned ? "login listed" : "login not listed");
+                    live.set("sender_owned", facts->sender_owned);
+                }
+                if (!query->domain_candidates.empty()) {
+                    text += fmt::format("  local domains (relayguardctl domains): recipient domain {}\n",
+                                        facts->recipient_domain_local ? "listed" : "not listed");
+                    live.set("recipient_domain_local", facts->recipient_domain_local);
+                }
+                if (!query->track.empty()) {
+                    const LadderVerdict ladder = judge_compromise(facts->counts, config.compromise);
+                    Json counts = Json::object();
+                    std::string counts_text;
+                    for (const auto& t : query->track) {
+                        const auto v = facts->counts[static_cast<std::size_t>(t.signal)];
+                        counts.set(std::string(signal_name(t.signal)), v);
+                        counts_text += fmt::format("{}{} {}", counts_text.empty() ? "" : ", ", signal_name(t.signal), v);
+                    }
+                    text += fmt::format("  compromise (within {}s): {}; rung {}{}{}\n", config.compromise.window.count(),
+                                        counts_text, rung_name(ladder.rung), ladder.shadow ? " (shadow)" : "",
+                                        ladder.reason.empty() ? "" : ": " + ladder.reason);
+                    Json c = Json::object();
+                    c.set("counts", std::move(counts));
+                    c.set("rung", rung_name(ladder.rung));
+                    c.set("shadow", ladder.shadow);
+                    c.set("enforced", rung_name(ladder.enforced));
+                    c.set("reason", ladder.reason);
+                    live.set("compromise", std::move(c));
+                }
+            }
+        }
         text += fmt::format("  reply: action={}\n", reply);
         if (n + 1 < requests->size()) text += "\n";
 
@@ -260,6 +326,7 @@ asio::awaitable<int> check(Session& s, const Snapshot& snapshot, std::string_vie
         j.set("instance", request[Attr::instance]);
         j.set("checks", std::move(checks));
         j.set("limits", std::move(limits));
+        j.set("live", std::move(live));
         j.set("decided_by", decided_by ? Json(check_name(*decided_by)) : Json());
         j.set("reply", reply);
         results.push(std::move(j));

@@ -280,6 +280,9 @@ MetricsTotals Metrics::totals(std::int64_t now_us) const
 
     t.reloads_ok = reloads_ok_.load(std::memory_order_relaxed);
     t.reloads_failed = reloads_failed_.load(std::memory_order_relaxed);
+    t.suspensions_automatic = suspensions_automatic_.load(std::memory_order_relaxed);
+    t.events_published = events_published_.load(std::memory_order_relaxed);
+    t.events_dropped = events_dropped_.load(std::memory_order_relaxed);
     return t;
 }
 
@@ -349,8 +352,13 @@ std::string render_metrics(const MetricsTotals& t)
     out.family("relayguard_config_reloads_total", "counter", "SIGHUP reloads, applied (ok) or refused (failed).");
     out.sample("relayguard_config_reloads_total", "result=\"ok\"", t.reloads_ok);
     out.sample("relayguard_config_reloads_total", "result=\"failed\"", t.reloads_failed);
-    // XXX Automatic suspensions (the compromise check) do not exist yet; their counter,
-    // relayguard_suspensions_total, comes with them.
+    out.family("relayguard_suspensions_total", "counter",
+               "Logins suspended by the compromise ladder (operator suspensions are relayguardctl's, not counted).");
+    out.sample("relayguard_suspensions_total", "by=\"automatic\"", t.suspensions_automatic);
+    out.family("relayguard_events_total", "counter",
+               "Compromise ladder events: reported (logged, published, handed to the command) or dropped.");
+    out.sample("relayguard_events_total", "result=\"published\"", t.events_published);
+    out.sample("relayguard_events_total", "result=\"dropped\"", t.events_dropped);
     return out.take();
 }
 

@@ -8,20 +8,34 @@
 // redis::Client and RedisStore (share nothing), used only on that worker's thread.
 // The store type and Redis settings are read at start; a reload that changes them is logged as
 // needing a restart. on_error and defer_reply are read from the request's snapshot (live).
+//
+// The live store (suspensions, owners, domains, compromise signals) follows the same store:
+// RedisLiveStore on the worker's own client (no second connection), or the shared
+// EmbeddedLiveStore. With Redis failing, live facts are unknown (no suspension, nothing owned or
+// local beyond the config) unless on_error = "local", where the embedded live store stands in:
+// the ladder keeps counting on this host, and suspends on this host alone, until Redis is back.
+// A live store error is an outage signal like a rate-limit one; a success ends it.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <relayguard/config.hpp>
 #include <relayguard/counter_store.hpp>
+#include <relayguard/live_store.hpp>
 #include <relayguard/metrics.hpp>
+
+#include "server/events.hpp"
 
 namespace relayguard::redis {
 class Client;
@@ -35,12 +49,16 @@ namespace relayguard::server_detail {
 
 class LimiterShared {
 public:
-    // `metrics` hears of each outage's start and end (and must outlive this).
-    LimiterShared(const StoreConfig& config, Metrics& metrics);
+    // `metrics` hears of each outage's start and end (and must outlive this); `event_queue`:
+    // EventsConfig::queue, read at start.
+    LimiterShared(const StoreConfig& config, Metrics& metrics, std::size_t event_queue = default_event_queue);
     ~LimiterShared();
 
     const StoreConfig& config() const noexcept { return config_; }
     EmbeddedStore& embedded() noexcept { return embedded_; }
+    EmbeddedLiveStore& embedded_live() noexcept { return embedded_live_; }
+    EventRunner& events() noexcept { return events_; }
+    Metrics& metrics() noexcept { return metrics_; }
 
     // store_failed - Redis failed a request; `mode` is the on_error that applies. Logs the
     // first failure of an outage (warning) and counts every one.
@@ -63,6 +81,8 @@ private:
     const StoreConfig config_;
     Metrics& metrics_;
     EmbeddedStore embedded_;
+    EmbeddedLiveStore embedded_live_;
+    EventRunner events_; // stopped (its child killed) before the rest goes
     std::atomic<unsigned> down_workers_{0};
     std::atomic<std::int64_t> down_since_us_{0};
     std::atomic<std::uint64_t> failures_{0};
@@ -90,15 +110,50 @@ public:
     // On the worker's thread.
     void close();
 
+    // wait_ready - whether this worker's Redis connection came up (or the store is embedded)
+    // before `deadline`. start() gives it store.redis.connect_timeout; past that the worker
+    // serves anyway, its outage logged. Any thread (the server's start waits on it).
+    bool wait_ready(std::chrono::steady_clock::time_point deadline) const;
+
     // check - every op of `request` against the store; on a Redis failure, `on_error`.
     boost::asio::awaitable<LimitOutcome> check(const StoreRequest& request, StoreConfig::OnError on_error);
 
+    // The live store's calls (live_store.hpp), with the same metrics and outage accounting as
+    // check(). On a Redis failure: the embedded live store if on_error = local, else nothing
+    // (live: nullopt; the writes: nullopt, nothing done).
+    boost::asio::awaitable<std::optional<LiveFacts>> live(const LiveQuery& query, StoreConfig::OnError on_error);
+    boost::asio::awaitable<std::optional<std::uint64_t>>
+    count_refusal(const std::string& login, std::chrono::seconds window, StoreConfig::OnError on_error);
+    boost::asio::awaitable<std::optional<bool>> suspend(const std::string& login, const Suspension& suspension,
+                                                        StoreConfig::OnError on_error);
+    boost::asio::awaitable<std::optional<bool>> first_event(const std::string& login, std::string_view what,
+                                                            std::chrono::seconds ttl, StoreConfig::OnError on_error);
+    // publish - PUBLISH on Redis; false if not published (embedded store, failure).
+    boost::asio::awaitable<bool> publish(const std::string& channel, const std::string& message,
+                                         StoreConfig::OnError on_error);
+
+    bool redis() const noexcept { return client_ != nullptr; }
+    LimiterShared& shared() noexcept { return shared_; }
+
+    // Event side effects in flight on this worker (session.cpp bounds them). Worker thread only.
+    unsigned& pending_events() noexcept { return pending_events_; }
+
 private:
+    boost::asio::awaitable<void> watch_connect();
+    // failed/answered - one live store call's metrics and outage accounting.
+    void answered(std::chrono::steady_clock::time_point started);
+    void failed(std::chrono::steady_clock::time_point started, const std::error_code& ec, StoreConfig::OnError mode);
+
     LimiterShared& shared_;
     WorkerMetrics& metrics_;
     std::unique_ptr<redis::Client> client_;
     std::unique_ptr<RedisStore> store_;
+    std::unique_ptr<RedisLiveStore> live_;
+    std::unique_ptr<boost::asio::steady_timer> connect_timer_;
+    std::promise<void> ready_promise_;
+    std::shared_future<void> ready_;
     bool down_ = false; // this worker has seen Redis fail and not answer since
+    unsigned pending_events_ = 0;
 };
 
 } // namespace relayguard::server_detail

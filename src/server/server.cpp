@@ -35,6 +35,10 @@ using server_detail::Worker;
 
 namespace {
 
+// Past store.redis.connect_timeout, how long start() still waits for the workers to report
+// (a loaded host's thread start-up); they give up on Redis by themselves at the timeout.
+constexpr std::chrono::milliseconds redis_ready_slack{500};
+
 // Signals a daemon handles in its main thread; worker threads block them so that they are
 // delivered there whichever way main waits for them (sigwait or a handler).
 constexpr int process_signals[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM, SIGPIPE};
@@ -51,6 +55,10 @@ void warn_restart_needed(const ServerConfig& running, const ServerConfig& wanted
     if (running.socket_mode != wanted.socket_mode) warn("socket_mode");
     if (running.socket_owner != wanted.socket_owner) warn("socket_owner");
     if (running.socket_group != wanted.socket_group) warn("socket_group");
+    // The process dropped to `user` for good at start: only a restart (as root) can change it.
+    if (running.user != wanted.user) warn("user");
+    if (running.group != wanted.group) warn("group");
+    if (running.allow_root != wanted.allow_root) warn("allow_root");
 }
 
 // warn_store_restart_needed - the store and its connections are made at start.
@@ -165,7 +173,8 @@ void Server::start()
 
     impl_->limit.set_max(config.max_connections);
     if (!impl_->metrics) impl_->metrics = std::make_shared<Metrics>();
-    impl_->limits = std::make_unique<server_detail::LimiterShared>(impl_->snapshot->config.store, *impl_->metrics);
+    impl_->limits = std::make_unique<server_detail::LimiterShared>(impl_->snapshot->config.store, *impl_->metrics,
+                                                                   impl_->snapshot->config.events.queue);
     std::vector<Worker*> workers;
     for (unsigned i = 0; i < count; ++i) {
         impl_->workers.push_back(
@@ -175,7 +184,6 @@ void Server::start()
     impl_->acceptors = std::make_unique<AcceptorSet>(workers, impl_->limit);
     for (auto& s : impl_->listeners.sockets) impl_->acceptors->adopt(std::move(s));
     impl_->listeners.sockets.clear();
-    impl_->acceptors->start();
 
     // Threads inherit the signal mask of their creator.
     sigset_t block, previous;
@@ -196,6 +204,14 @@ void Server::start()
         throw;
     }
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    // Serve only once every worker's Redis connection is up (else the first requests would all
+    // get on_error's answer), or store.redis.connect_timeout has passed: Redis down at start is
+    // an outage, logged once by the worker, and the daemon serves anyway. The listeners are
+    // bound already: clients that come meanwhile wait in the backlog.
+    const auto ready_by = std::chrono::steady_clock::now() + impl_->snapshot->config.store.redis.connect_timeout +
+                          redis_ready_slack;
+    for (Worker* w : workers) w->limiter().wait_ready(ready_by);
+    impl_->acceptors->start(); // co_spawns onto worker 0's loop: safe from this thread
     impl_->state = Impl::State::started;
     impl_->metrics->set_serving(true);
 }

@@ -13,6 +13,9 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
+
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -61,6 +64,54 @@ std::string peer_name(const TcpSocket& socket)
 }
 
 std::string peer_name(const UnixSocket&) { return "unix"; }
+
+// Ladder events of one worker being reported (first_event, PUBLISH) at once; past this a
+// request's events are dropped and counted: a flood of compromised logins must not pile up
+// coroutines faster than Redis answers them.
+constexpr unsigned max_pending_event_batches = 256;
+
+// What the ladder decided for the answer (hold or suspend): a reply in the snapshot.
+struct LadderAction {
+    std::string_view reply;
+};
+
+// One event to report: its name ("warn", "shadow_hold", ...), its JSON, its reason for the log.
+struct PendingEvent {
+    std::string name;
+    std::string json;
+    std::string reason;
+};
+
+// host_name - this host's name for events, looked up once.
+const std::string& host_name()
+{
+    static const std::string name = [] {
+        char buf[256] = {};
+        if (gethostname(buf, sizeof buf - 1) != 0) return std::string("unknown");
+        return std::string(buf);
+    }();
+    return name;
+}
+
+void session_done(std::exception_ptr e);
+
+// report_events - for each event: first_event (once per login and rung within the window,
+// fleet-wide), then one warning line, PUBLISH on the events channel (Redis; skipped if the
+// channel is empty) and the event command (if set).
+awaitable<void> report_events(Limiter& limiter, std::vector<PendingEvent> events, std::string login,
+                              EventsConfig config, std::chrono::seconds window, StoreConfig::OnError on_error)
+{
+    for (const auto& e : events) {
+        const std::optional<bool> first = co_await limiter.first_event(login, e.name, window, on_error);
+        // A store failure: not reported now (it would be reported on every request of an
+        // outage); the next request that reaches this rung tries again.
+        if (!first || !*first) continue;
+        spdlog::warn("compromise ladder: {} login={}: {}", e.name, sanitize(login, debug_value_bytes), e.reason);
+        co_await limiter.publish(config.channel, e.json, on_error);
+        if (!config.command.empty()) limiter.shared().events().submit(config.command, e.json, config.command_timeout);
+        limiter.shared().metrics().event_published();
+    }
+}
 
 // What the connection is waiting for, which decides its deadline.
 enum class Phase : unsigned char {
@@ -114,6 +165,11 @@ private:
     awaitable<void> watch();
     awaitable<RequestParser::Status> answer();
     awaitable<void> answer_one(const Snapshot& snapshot);
+    awaitable<std::optional<LadderAction>> climb_ladder(const Snapshot& snapshot, const std::optional<LiveQuery>& query,
+                                                        const std::optional<LiveFacts>& facts, bool rate_refused);
+    void queue_events(const Snapshot& snapshot, const std::string& login,
+                      const std::array<std::uint64_t, signal_count>& counts, const LadderVerdict& ladder,
+                      std::int64_t now);
     void log_decision(const Decision& decision) const;
 
     // arm_read_deadline - the deadline of the next read. Deadlines are plain time_points that
@@ -301,14 +357,21 @@ awaitable<RequestParser::Status> Session<Socket>::answer()
     co_return status;
 }
 
-// answer_one - the static checks, then (if they pass) the rate limits: the one step that may
-// wait, on the store. Appends the reply to out_.
+// answer_one - the live store's answer (only for requests that need one), the static checks,
+// then (if they pass) the rate limits and the compromise ladder. Appends the reply to out_.
 template <class Socket>
 awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
 {
-    const Decision decision = decide(request_, snapshot);
-    log_decision(decision);
     WorkerMetrics& metrics = worker_.metrics();
+    Limiter& limiter = worker_.limiter();
+    const StoreConfig& store = snapshot.config.store;
+    // The hot path (no login, no ladder) gets nullopt here: no allocation, no store call.
+    const std::optional<LiveQuery> query = plan_live(request_, snapshot);
+    std::optional<LiveFacts> facts;
+    if (query) facts = co_await limiter.live(*query, store.on_error);
+
+    const Decision decision = decide(request_, snapshot, nullptr, facts ? &*facts : nullptr);
+    log_decision(decision);
     for (const auto& shadowed : decision.shadowed) metrics.shadow(shadowed.check);
     if (decision.outcome == Decision::Outcome::refuse) {
         metrics.decision(decision.decided_by, decision.reply);
@@ -316,41 +379,146 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
         co_return;
     }
     // Answered with the static pipeline's DUNNO: "none" decided, or the exempt check.
-    const std::optional<Check> passed_by =
+    std::optional<Check> decided_by =
         decision.outcome == Decision::Outcome::exempt ? std::optional(Check::exempt) : std::nullopt;
-    std::optional<RatePlan> plan = plan_rate_limits(request_, snapshot, decision);
-    if (!plan) {
-        metrics.decision(passed_by, decision.reply);
-        append_reply(out_, decision.reply);
-        co_return;
+    std::string_view reply = decision.reply;
+
+    RateVerdict verdict;
+    if (std::optional<RatePlan> plan = plan_rate_limits(request_, snapshot, decision)) {
+        const LimitOutcome outcome = co_await limiter.check(plan->request, store.on_error);
+        switch (outcome.kind) {
+        case LimitOutcome::Kind::fail_open: break;
+        case LimitOutcome::Kind::defer:
+            // The failure itself is logged once per outage by the limiter, not per request.
+            metrics.decision(Check::rate_limits, store.defer_reply);
+            append_reply(out_, store.defer_reply);
+            co_return;
+        case LimitOutcome::Kind::result:
+            verdict = judge_rate_limits(*plan, outcome.result);
+            for (const auto& shadowed : verdict.shadowed) {
+                spdlog::info("{}", format_decision_log(request_, Check::rate_limits, shadowed.reply, true,
+                                                       shadowed.reason));
+                metrics.shadow(Check::rate_limits);
+            }
+            if (verdict.refuse) {
+                spdlog::info("{}",
+                             format_decision_log(request_, Check::rate_limits, verdict.reply, false, verdict.reason));
+                decided_by = Check::rate_limits;
+                reply = verdict.reply;
+            }
+            break;
+        }
     }
+
+    const CompromiseConfig& cc = snapshot.config.compromise;
+    const bool tracked = query && !query->track.empty();
+    if (cc.enabled && request_.authenticated() && (tracked || verdict.refuse)) {
+        std::optional<LadderAction> action = co_await climb_ladder(snapshot, query, facts, verdict.refuse);
+        // A rate refusal still answers the rate refusal; a suspension applies from the next request.
+        if (action && !verdict.refuse) {
+            decided_by = Check::compromise;
+            reply = action->reply;
+        }
+    }
+    metrics.decision(decided_by, reply);
+    append_reply(out_, reply);
+}
+
+// climb_ladder - the compromise ladder for the request's login: count a rate refusal (if a rung
+// uses them), judge the counts, act on the enforced rung (hold: the hold reply; suspend: an
+// automatic suspension and the suspended reply), log shadow rungs, and hand the events of every
+// rung reached to a detached coroutine so that the answer does not wait for them.
+template <class Socket>
+awaitable<std::optional<LadderAction>> Session<Socket>::climb_ladder(const Snapshot& snapshot,
+                                                                     const std::optional<LiveQuery>& query,
+                                                                     const std::optional<LiveFacts>& facts,
+                                                                     bool rate_refused)
+{
+    const CompromiseConfig& cc = snapshot.config.compromise;
     const StoreConfig& store = snapshot.config.store;
-    const LimitOutcome outcome = co_await worker_.limiter().check(plan->request, store.on_error);
-    switch (outcome.kind) {
-    case LimitOutcome::Kind::fail_open:
-        metrics.decision(passed_by, decision.reply);
-        append_reply(out_, decision.reply);
-        co_return;
-    case LimitOutcome::Kind::defer:
-        // The failure itself is logged once per outage by the limiter, not per request.
-        metrics.decision(Check::rate_limits, store.defer_reply);
-        append_reply(out_, store.defer_reply);
-        co_return;
-    case LimitOutcome::Kind::result: break;
+    Limiter& limiter = worker_.limiter();
+    const std::string login = query ? query->login : ascii_lower(request_[Attr::sasl_username]);
+    std::array<std::uint64_t, signal_count> counts{};
+    if (facts) counts = facts->counts;
+    const auto refusals = static_cast<std::size_t>(Signal::rate_refusals);
+    if (rate_refused && (cc.warn.rate_refusals != 0 || cc.hold.rate_refusals != 0 || cc.suspend.rate_refusals != 0)) {
+        if (auto n = co_await limiter.count_refusal(login, cc.window, store.on_error)) counts[refusals] = *n;
     }
-    const RateVerdict verdict = judge_rate_limits(*plan, outcome.result);
-    for (const auto& shadowed : verdict.shadowed) {
-        spdlog::info("{}", format_decision_log(request_, Check::rate_limits, shadowed.reply, true, shadowed.reason));
-        metrics.shadow(Check::rate_limits);
+    const LadderVerdict ladder = judge_compromise(counts, cc);
+    if (ladder.rung == Rung::none) co_return std::nullopt;
+
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    std::optional<LadderAction> action;
+    if (ladder.enforced == Rung::suspend) {
+        Suspension suspension{.reason = ladder.reason,
+                              .since = now,
+                              .until = cc.suspend_duration.count() != 0 ? now + cc.suspend_duration.count() : 0,
+                              .by = "automatic"};
+        const std::optional<bool> fresh = co_await limiter.suspend(login, suspension, store.on_error);
+        if (fresh && *fresh) limiter.shared().metrics().suspended_automatically();
+        action = LadderAction{snapshot.config.suspended.reply};
+        spdlog::info("{}", format_decision_log(request_, Check::compromise, action->reply, false,
+                                               "suspended automatically: " + ladder.reason));
+    } else if (ladder.enforced == Rung::hold) {
+        action = LadderAction{cc.hold_reply};
+        spdlog::info("{}", format_decision_log(request_, Check::compromise, action->reply, false, ladder.reason));
     }
-    if (verdict.refuse) {
-        spdlog::info("{}", format_decision_log(request_, Check::rate_limits, verdict.reply, false, verdict.reason));
-        metrics.decision(Check::rate_limits, verdict.reply);
-        append_reply(out_, verdict.reply);
-        co_return;
+    if (ladder.shadow) {
+        const std::string_view would =
+            ladder.rung == Rung::suspend ? std::string_view(snapshot.config.suspended.reply) : cc.hold_reply;
+        if (ladder.rung != Rung::warn) {
+            spdlog::info("shadow {}: {}", rung_name(ladder.rung),
+                         format_decision_log(request_, Check::compromise, would, true, ladder.reason));
+            worker_.metrics().shadow(Check::compromise);
+        }
     }
-    metrics.decision(passed_by, decision.reply);
-    append_reply(out_, decision.reply);
+    queue_events(snapshot, login, counts, ladder, now);
+    co_return action;
+}
+
+// queue_events - the event of each rung reached (its lower rungs' too: a login that jumps
+// straight to suspend reports warn and hold as well), deduplicated fleet-wide by first_event,
+// then logged, published and handed to the event command, off the answer's path.
+template <class Socket>
+void Session<Socket>::queue_events(const Snapshot& snapshot, const std::string& login,
+                                   const std::array<std::uint64_t, signal_count>& counts,
+                                   const LadderVerdict& ladder, std::int64_t now)
+{
+    Limiter& limiter = worker_.limiter();
+    if (limiter.pending_events() >= max_pending_event_batches) {
+        limiter.shared().metrics().event_dropped();
+        return;
+    }
+    const CompromiseConfig& cc = snapshot.config.compromise;
+    std::vector<PendingEvent> events;
+    for (Rung rung : {Rung::warn, Rung::hold, Rung::suspend}) {
+        if (rung > ladder.rung) break;
+        LadderVerdict v;
+        if (rung == ladder.rung) {
+            v = ladder;
+        } else {
+            // The verdict of this rung alone: the ladder with the rungs above it taken away.
+            CompromiseConfig lower = cc;
+            if (rung < Rung::suspend) lower.suspend = LadderRung{};
+            if (rung < Rung::hold) lower.hold = LadderRung{};
+            v = judge_compromise(counts, lower);
+            if (v.rung != rung) continue; // no threshold of this rung reached
+        }
+        std::string name = v.shadow ? "shadow_" + std::string(rung_name(rung)) : std::string(rung_name(rung));
+        std::string json = event_json(name, login, v, cc.window, request_, now, host_name());
+        events.push_back(PendingEvent{std::move(name), std::move(json), std::move(v.reason)});
+    }
+    if (events.empty()) return;
+    ++limiter.pending_events();
+    asio::co_spawn(worker_.context(),
+                   report_events(limiter, std::move(events), login, snapshot.config.events, cc.window,
+                                 snapshot.config.store.on_error),
+                   [&limiter](std::exception_ptr e) {
+                       --limiter.pending_events();
+                       if (e) session_done(e);
+                   });
 }
 
 // log_decision - one info line per refusal and per shadowed failure; passes only at debug.

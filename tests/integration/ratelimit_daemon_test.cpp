@@ -136,11 +136,13 @@ std::string request(const Req& r)
 
 std::string login_rcpt(const std::string& login) { return request({.login = login}); }
 
-// refused_by - whether `reply` is limit `limit`'s default reply (limits.hpp default_limit_reply).
+// refused_by - whether `reply` is limit `limit`'s default reply (limits.hpp default_limit_reply),
+// or that reply without its retry clause, as a limit blocked by a rate of 0 answers.
 bool refused_by(std::string_view reply, std::string_view limit)
 {
     const std::string prefix = fmt::format("action=450 4.7.1 Rate limit {} exceeded, retry in ", limit);
-    return reply.starts_with(prefix) && reply.ends_with(" seconds\n\n");
+    const std::string blocked = fmt::format("action=450 4.7.1 Rate limit {} exceeded\n\n", limit);
+    return (reply.starts_with(prefix) && reply.ends_with(" seconds\n\n")) || reply == blocked;
 }
 
 // retry_after - the {retry_after} of a limit's default reply, or -1.

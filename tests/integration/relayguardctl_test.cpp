@@ -33,6 +33,7 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
+#include <relayguard/config.hpp>
 #include <relayguard/key_schema.hpp>
 #include <relayguard/redis.hpp>
 
@@ -316,6 +317,9 @@ public:
                 for (const auto& m : smembers(k.str)) content += m + ";";
             } else if (type == "zset") {
                 for (const auto& e : cmd({"ZRANGE", k.str, "0", "-1", "WITHSCORES"}).elements) content += e.str + ";";
+            } else if (type == "string") {
+                // Counters and HyperLogLogs (PFADD changes the string).
+                content = cmd({"GET", k.str}).str;
             } else {
                 content = "?";
             }
@@ -378,6 +382,12 @@ local = ["example.com"]
 
 [checks.exempt]
 networks = ["192.0.2.0/24"]
+
+# Tracked (so that check has counts to show and must not add to them); never reached here.
+[compromise]
+enabled = true
+[compromise.warn]
+networks = 50
 {}
 {})",
                        socket.string(), limits_toml, store);
@@ -843,7 +853,8 @@ TEST_F(CtlDaemon, OverridesShowInTheDaemonsNextAnswer)
 
     run_json({"limits", "set", "--login", login, "login_recipients", "0"});
     const std::string refused = ask(auth_rcpt(login, "r2@example.net", "1.a"));
-    EXPECT_TRUE(refused.starts_with("action=" + std::string(login_recipients_full))) << "got=" << refused;
+    // A rate of 0 blocks: no retry time to promise (rate_stage.cpp block_reply).
+    EXPECT_EQ(refused, action("450 4.7.1 Rate limit login_recipients exceeded")) << "got=" << refused;
 
     run_json({"limits", "unset", "--login", login, "login_recipients"});
     EXPECT_EQ(ask(auth_rcpt(login, "r3@example.net", "1.a")), action("DUNNO"));
@@ -946,7 +957,8 @@ TEST_F(CtlDaemon, CheckConsumesNothing)
     EXPECT_TRUE(req["decided_by"].is_null());
     std::vector<std::string> checks;
     for (const auto& c : req["checks"].a) checks.push_back(c["check"].s + ":" + c["verdict"].s);
-    EXPECT_EQ(checks, (std::vector<std::string>{"exempt:not_applicable", "auth_required:pass", "plaintext_auth:pass",
+    EXPECT_EQ(checks, (std::vector<std::string>{"exempt:not_applicable", "suspended:pass", "auth_required:pass",
+                                                "plaintext_auth:pass",
                                                 "relay:not_applicable", "sender_ownership:pass", "rate_limits:pass"}));
     const JValue& first = req["limits"][0];
     EXPECT_EQ(first["limit"].s, "login_recipients");
@@ -956,7 +968,8 @@ TEST_F(CtlDaemon, CheckConsumesNothing)
 
     JValue limited = run_json({"check"}, 0, auth_rcpt("frank@example.com", "r3@example.net", "9.f"));
     EXPECT_EQ(limited["requests"][0]["decided_by"].s, "rate_limits");
-    EXPECT_TRUE(limited["requests"][0]["reply"].s.starts_with(login_recipients_full));
+    // frank's rate is 0: a block, whose reply promises no retry time.
+    EXPECT_EQ(limited["requests"][0]["reply"].s, "450 4.7.1 Rate limit login_recipients exceeded");
 
     const fs::path file = dir_ / "relay.policy";
     write_file(file, relay_rcpt());
@@ -965,11 +978,91 @@ TEST_F(CtlDaemon, CheckConsumesNothing)
     EXPECT_EQ(relay["requests"][0]["reply"].s, "554 5.7.1 Relay access denied");
     EXPECT_EQ(relay["requests"][0]["limits"].a.size(), 0u);
 
+    // The compromise signals as they stand, read without adding this request's network.
+    EXPECT_EQ(req["live"]["compromise"]["counts"]["networks"].num(), 1) << "the one network the daemon counted";
+    EXPECT_EQ(req["live"]["compromise"]["rung"].s, "none");
+    EXPECT_FALSE(req["live"]["suspended"].b);
+    // A login never seen, from a new network: check must not create its HyperLogLog.
+    JValue fresh = run_json({"check"}, 0, auth_rcpt("newbie@example.com", "r4@example.net", "11.n"));
+    EXPECT_EQ(fresh["requests"][0]["live"]["compromise"]["counts"]["networks"].num(), 0);
+
     EXPECT_EQ(probe_->snapshot(), before) << "check changed the store";
 
     // The daemon agrees with what check said for the passing request.
     EXPECT_EQ(ask(passing), action("DUNNO"));
     EXPECT_NE(probe_->snapshot(), before);
+}
+
+// An authenticated RCPT as auth_rcpt(), with another envelope sender.
+std::string auth_rcpt_from(std::string_view login, std::string_view sender, std::string_view recipient)
+{
+    std::string r = auth_rcpt(login, recipient, "20.s");
+    const std::string from = fmt::format("sender={}\n", login);
+    r.replace(r.find(from), from.size(), fmt::format("sender={}\n", sender));
+    return r;
+}
+
+const std::string suspended_reply(relayguard::default_suspended_reply);
+
+TEST_F(CtlDaemon, SuspendAndUnsuspendShowInTheNextAnswer)
+{
+    const std::string login = "mike@example.com";
+    EXPECT_EQ(ask(auth_rcpt(login, "r1@example.net", "30.m")), action("DUNNO"));
+    run_json({"suspend", "--login", login, "--reason", "phished, ticket 7"});
+    EXPECT_EQ(ask(auth_rcpt(login, "r2@example.net", "30.m")), action(suspended_reply)) << "the very next answer";
+    EXPECT_EQ(ask(auth_rcpt("Mike@Example.COM", "r2@example.net", "30.m")), action(suspended_reply))
+        << "logins compare without case";
+
+    JValue check = run_json({"check"}, 0, auth_rcpt(login, "r3@example.net", "31.m"));
+    EXPECT_EQ(check["requests"][0]["decided_by"].s, "suspended");
+    EXPECT_TRUE(check["requests"][0]["live"]["suspended"].b);
+    CtlResult text = run({"check"}, auth_rcpt(login, "r3@example.net", "31.m"));
+    EXPECT_NE(text.out.find("phished, ticket 7"), std::string::npos) << "got=" << text.out;
+
+    run_json({"unsuspend", "--login", login});
+    EXPECT_EQ(ask(auth_rcpt(login, "r4@example.net", "32.m")), action("DUNNO"));
+}
+
+TEST_F(CtlDaemon, SuspensionWithADurationEndsInTheDaemonToo)
+{
+    const std::string login = "nina@example.com";
+    run_json({"suspend", "--login", login, "--reason", "cool down", "--for", "1s"});
+    EXPECT_EQ(ask(auth_rcpt(login, "r1@example.net", "40.n")), action(suspended_reply));
+    // One bounded wait (the suspension ends within 2 s): BLPOP waits inside Redis, not here.
+    const auto deadline = Clock::now() + 3s;
+    std::string answer;
+    int instance = 0;
+    while ((answer = ask(auth_rcpt(login, "r2@example.net", fmt::format("41.{}", instance++)))) !=
+               action("DUNNO") &&
+           Clock::now() < deadline)
+        probe_->cmd({"BLPOP", "relayguardctl-test:never", "0.1"});
+    EXPECT_EQ(answer, action("DUNNO")) << "still refused after the suspension's end";
+}
+
+TEST_F(CtlDaemon, OwnersAndDomainsShowInTheNextAnswer)
+{
+    const std::string login = "olga@example.com";
+    const std::string as_info = auth_rcpt_from(login, "info@example.com", "r1@example.net");
+    const std::string refused = ask(as_info);
+    EXPECT_EQ(refused, action(relayguard::Config{}.sender_ownership.reply)) << "got=" << refused;
+
+    run_json({"owners", "add", "info@example.com", login});
+    EXPECT_EQ(ask(as_info), action("DUNNO")) << "the very next answer";
+    JValue check = run_json({"check"}, 0, as_info);
+    EXPECT_TRUE(check["requests"][0]["live"]["sender_owned"].b);
+    EXPECT_EQ(check["requests"][0]["reply"].s, "DUNNO");
+
+    run_json({"owners", "remove", "info@example.com", login});
+    EXPECT_EQ(ask(as_info), refused);
+
+    // An unauthenticated relay to example.net: refused until example.net is a local domain.
+    EXPECT_EQ(ask(relay_rcpt()), action("554 5.7.1 Relay access denied"));
+    run_json({"domains", "add", "example.net"});
+    EXPECT_EQ(ask(relay_rcpt()), action("DUNNO"));
+    JValue relay = run_json({"check"}, 0, relay_rcpt());
+    EXPECT_TRUE(relay["requests"][0]["live"]["recipient_domain_local"].b);
+    run_json({"domains", "remove", "example.net"});
+    EXPECT_EQ(ask(relay_rcpt()), action("554 5.7.1 Relay access denied"));
 }
 
 TEST_F(Ctl, CheckReadsSeveralRequestsAndReportsBadInput)

@@ -263,6 +263,23 @@ TEST(Metrics, CountsReloadsAndServingState)
     EXPECT_EQ(sample(s, "relayguard_config_reloads_total{result=\"failed\"}"), "1");
 }
 
+TEST(Metrics, CountsAutomaticSuspensionsAndEvents)
+{
+    Metrics metrics;
+    const auto before = samples_of(metrics.render(0));
+    EXPECT_EQ(sample(before, "relayguard_suspensions_total{by=\"automatic\"}"), "0");
+    metrics.suspended_automatically();
+    metrics.suspended_automatically();
+    for (int i = 0; i < 3; ++i) metrics.event_published();
+    metrics.event_dropped();
+    const auto s = samples_of(metrics.render(0));
+    EXPECT_EQ(sample(s, "relayguard_suspensions_total{by=\"automatic\"}"), "2");
+    EXPECT_EQ(sample(s, "relayguard_events_total{result=\"published\"}"), "3");
+    EXPECT_EQ(sample(s, "relayguard_events_total{result=\"dropped\"}"), "1");
+    const MetricsTotals t = metrics.totals(0);
+    EXPECT_EQ(t.suspensions_automatic, 2u) << "got=" << t.suspensions_automatic << " want=2";
+}
+
 // The exposition format (0.0.4): HELP and TYPE once per family, before its samples; sample
 // names are the family's (a histogram's with _bucket, _sum, _count); values are numbers.
 TEST(RenderMetrics, WritesValidTextFormat)
@@ -325,6 +342,8 @@ TEST(RenderMetrics, WritesValidTextFormat)
         {"relayguard_connections_total", "counter"},
         {"relayguard_connections_closed_total", "counter"},
         {"relayguard_config_reloads_total", "counter"},
+        {"relayguard_suspensions_total", "counter"},
+        {"relayguard_events_total", "counter"},
     };
     EXPECT_EQ(types, want_types);
 }
