@@ -6,10 +6,13 @@
 # missing. Needs root (or sudo). Set RELAYGUARD_DEPS_EXTRA to add packages.
 set -eu
 
+# clang, libclang-rt-dev (libFuzzer, sanitizer runtimes) and llvm (llvm-symbolizer): the fuzz
+# targets, which CI runs (.ci/run, scripts/run-fuzz.sh); the default build uses g++.
 pkgs="build-essential cmake ccache pkg-config git ca-certificates openssl
 libboost1.81-dev libhiredis-dev libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
 libgtest-dev libgmock-dev redis-server procps netcat-openbsd
-postfix dovecot-core swaks libnet-ssleay-perl libio-socket-ssl-perl libidn12 ${RELAYGUARD_DEPS_EXTRA:-}"
+postfix dovecot-core swaks libnet-ssleay-perl libio-socket-ssl-perl libidn12
+clang libclang-rt-dev llvm ${RELAYGUARD_DEPS_EXTRA:-}"
 
 missing=""
 for p in $pkgs; do

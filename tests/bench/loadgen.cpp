@@ -116,6 +116,7 @@ struct Options {
     std::string connect{default_connect};
     std::size_t connections = 1;
     std::uint64_t requests = 0; // 0: no count limit
+    double rate = 0;            // requests per second, all connections together; 0: no pacing
     double duration_s = default_duration_s;
     double warmup_s = 0;
     double timeout_s = default_reply_timeout_s;
@@ -148,7 +149,10 @@ void print_usage(std::FILE* to)
         "       relayguard-loadgen --self-test\n"
         "  --connect EP         tcp:HOST:PORT or unix:/PATH (default {})\n"
         "  --connections N      connections, each with one request in flight (default 1)\n"
-        "  --requests N         stop after N measured requests (default: no limit)\n"
+        "  --requests N         send exactly N measured requests (all connections together), stop\n"
+        "                       once each is answered or failed (default: no limit)\n"
+        "  --rate R             at most R requests per second, all connections together, spread\n"
+        "                       evenly; a slow server is not caught up on later (default 0: no pacing)\n"
         "  --duration S         measure for S seconds (default {}; also caps --requests)\n"
         "  --warmup S           run S seconds before measuring (default 0)\n"
         "  --timeout S          a reply later than this is a timeout error (default {})\n"
@@ -264,6 +268,7 @@ std::optional<std::string> parse_arguments(int argc, char** argv, Options& optio
         else if (arg == "--connect") error = text(options.connect);
         else if (arg == "--connections") error = number(options.connections);
         else if (arg == "--requests") error = number(options.requests);
+        else if (arg == "--rate") error = number(options.rate);
         else if (arg == "--duration") error = number(options.duration_s);
         else if (arg == "--warmup") error = number(options.warmup_s);
         else if (arg == "--timeout") error = number(options.timeout_s);
@@ -769,13 +774,18 @@ struct LoadResult {
 class LoadRun;
 
 struct Connection {
-    Connection(asio::io_context& ctx, Generator generator) : socket(ctx), backoff(ctx), generator(std::move(generator)) {}
+    Connection(asio::io_context& ctx, Generator generator, std::size_t index)
+        : socket(ctx), backoff(ctx), generator(std::move(generator)), index(index) {}
     Socket socket;
-    asio::steady_timer backoff;
+    asio::steady_timer backoff; // reconnect backoff, and --rate pacing
     Generator generator;
+    std::size_t index;          // 0 .. connections-1: its slot in the --rate schedule
     Clock::time_point deadline{};
+    Clock::time_point next_send{}; // --rate: not before this; zero: not scheduled yet
     bool busy = false;      // a request is waiting for its reply
     bool timed_out = false; // the watchdog closed the socket
+    bool counted = false;   // --requests: the request in flight holds one of the N tickets
+    bool done = false;      // --requests: every ticket is taken, this connection ends
     std::string out, in;
 };
 
@@ -807,7 +817,7 @@ public:
         for (std::size_t i = 0; i < options_.connections; ++i) {
             auto& w = *workers_[i % workers_.size()];
             w.connections.push_back(std::make_unique<Connection>(
-                w.ctx, Generator(population_, templates_, weights_, i, options_.seed)));
+                w.ctx, Generator(population_, templates_, weights_, i, options_.seed), i));
             w.stats.latency_ns.reserve(1 << 16);
             asio::co_spawn(w.ctx, run_connection(w, *w.connections.back()), rethrow);
         }
@@ -905,7 +915,7 @@ private:
             co_await control_timer_.async_wait(use_nothrow);
             if (!result_.interrupted) begin_measuring();
         }
-        const bool reached = options_.requests != 0 && tickets_.load() >= options_.requests;
+        const bool reached = options_.requests != 0 && settled_.load() >= options_.requests;
         if (!result_.interrupted && !reached) {
             control_timer_.expires_after(seconds_to_ns(options_.duration_s));
             co_await control_timer_.async_wait(use_nothrow); // cancelled: --requests reached, or a signal
@@ -940,7 +950,7 @@ private:
     // re-connect (after reconnect_backoff if the connect failed), until the run stops.
     awaitable<void> run_connection(Worker& w, Connection& c)
     {
-        while (!stopping()) {
+        while (!stopping() && !c.done) {
             c.socket = Socket(w.ctx);
             auto ec = co_await connect_to(c.socket, target_);
             if (stopping()) break;
@@ -963,6 +973,8 @@ private:
     {
         std::array<char, read_chunk_bytes> chunk;
         while (!stopping()) {
+            if (options_.rate > 0 && !co_await pace(c)) co_return;
+            if (!take_ticket(c)) co_return;
             c.generator.render(c.out);
             const auto sent = Clock::now();
             c.deadline = sent + timeout_;
@@ -986,7 +998,10 @@ private:
                 c.in.append(chunk.data(), n);
                 end = c.in.find("\n\n", scan_from);
                 if (end == std::string::npos && c.in.size() > max_reply_bytes) {
-                    if (measuring()) ++w.stats.bad_replies;
+                    if (measuring()) {
+                        ++w.stats.bad_replies;
+                        settle(c);
+                    }
                     c.busy = false;
                     co_return;
                 }
@@ -995,11 +1010,58 @@ private:
             const auto latency = Clock::now() - sent;
             // Without pipelining, bytes after the reply mean the server answered twice.
             if (end + 2 != c.in.size()) {
-                if (measuring()) ++w.stats.bad_replies;
+                if (measuring()) {
+                    ++w.stats.bad_replies;
+                    settle(c);
+                }
                 co_return;
             }
-            record(w, std::string_view(c.in).substr(0, end), latency);
+            record(w, c, std::string_view(c.in).substr(0, end), latency);
         }
+    }
+
+    // pace - --rate: wait for this connection's next slot. Connection i of n sends at
+    // t0 + (i/n + k) * n/rate; a slot already past is taken at once and the schedule restarts
+    // from now (no burst to catch up). False when the run stopped meanwhile.
+    awaitable<bool> pace(Connection& c)
+    {
+        const auto n = static_cast<double>(options_.connections);
+        const auto interval = std::chrono::duration_cast<Clock::duration>(seconds_to_ns(n / options_.rate));
+        auto now = Clock::now();
+        if (c.next_send == Clock::time_point{})
+            c.next_send = now + interval * static_cast<std::int64_t>(c.index) / static_cast<std::int64_t>(options_.connections);
+        if (c.next_send > now) {
+            c.backoff.expires_at(c.next_send);
+            co_await c.backoff.async_wait(use_nothrow);
+            if (stopping()) co_return false;
+            now = Clock::now();
+        }
+        c.next_send = std::max(c.next_send + interval, now);
+        co_return true;
+    }
+
+    // take_ticket - --requests: one of the N measured requests for the next send, or false
+    // once all are taken (the connection ends). Requests sent during warmup take none.
+    bool take_ticket(Connection& c)
+    {
+        c.counted = false;
+        if (options_.requests == 0 || !measuring()) return true;
+        if (tickets_.fetch_add(1, std::memory_order_relaxed) >= options_.requests) {
+            c.done = true;
+            return false;
+        }
+        c.counted = true;
+        return true;
+    }
+
+    // settle - --requests: a ticketed request got its reply or failed; after the last one
+    // the run ends (it could also end earlier, at --duration).
+    void settle(Connection& c)
+    {
+        if (!c.counted) return;
+        c.counted = false;
+        if (settled_.fetch_add(1, std::memory_order_relaxed) + 1 == options_.requests)
+            asio::post(workers_[0]->ctx, [this] { control_timer_.cancel(); });
     }
 
     // fail - count a connection that broke while a reply was awaited (not after the run ended).
@@ -1009,24 +1071,22 @@ private:
         if (!measuring()) return;
         if (c.timed_out) ++w.stats.timeouts;
         else ++w.stats.closed;
+        settle(c);
     }
 
-    // record - count one reply received inside the measuring window (and at most --requests).
-    void record(Worker& w, std::string_view reply, Clock::duration latency)
+    // record - count one reply received inside the measuring window; with --requests, only
+    // the replies to the N ticketed requests (not to ones sent during warmup).
+    void record(Worker& w, Connection& c, std::string_view reply, Clock::duration latency)
     {
         if (!measuring()) return;
+        if (options_.requests != 0 && !c.counted) return;
+        settle(c);
         constexpr std::string_view prefix = "action=";
         if (!reply.starts_with(prefix)) {
             ++w.stats.bad_replies;
             return;
         }
         reply.remove_prefix(prefix.size());
-        if (options_.requests != 0) {
-            const auto ticket = tickets_.fetch_add(1, std::memory_order_relaxed);
-            if (ticket >= options_.requests) return;
-            if (ticket + 1 == options_.requests)
-                asio::post(workers_[0]->ctx, [this] { control_timer_.cancel(); });
-        }
         const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count());
         w.stats.latency_ns.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>(ns, UINT32_MAX)));
         w.stats.max_ns = std::max(w.stats.max_ns, ns);
@@ -1070,7 +1130,8 @@ private:
     asio::steady_timer control_timer_;
     asio::signal_set signals_;
     std::atomic<Phase> phase_{Phase::warmup};
-    std::atomic<std::uint64_t> tickets_{0};
+    std::atomic<std::uint64_t> tickets_{0}; // --requests: measured requests sent
+    std::atomic<std::uint64_t> settled_{0}; // --requests: of those, answered or failed
     Clock::time_point t0_{}, t1_{};
     std::uint64_t loadgen_cpu_start_ = 0;
     LoadResult result_;
@@ -1138,7 +1199,7 @@ void print_load_json(const LoadResult& r, const Options& o)
                "\"latency_us\":{{\"p50\":{:.1f},\"p90\":{:.1f},\"p99\":{:.1f},\"p99_9\":{:.1f},\"max\":{:.1f},\"mean\":{:.1f}}},"
                "\"actions\":{{{}}},\"errors\":{{\"total\":{},\"closed\":{},\"timeouts\":{},\"connect_failures\":{},\"bad_replies\":{}}},"
                "\"daemon\":{},\"redis\":{},\"loadgen_cpu_us\":{},\"mix\":{{{}}},\"per_message\":{},\"templates\":[{}],"
-               "\"interrupted\":{}}}\n",
+               "\"rate\":{},\"interrupted\":{}}}\n",
                json_string(r.target), r.connections, r.threads, o.seed, r.warmup_s, r.duration_s, r.requests,
                r.duration_s > 0 ? double(r.requests) / r.duration_s : 0.0, percentile_us(l, 0.50),
                percentile_us(l, 0.90), percentile_us(l, 0.99), percentile_us(l, 0.999), r.stats.max_ns / 1000.0,
@@ -1147,7 +1208,7 @@ void print_load_json(const LoadResult& r, const Options& o)
                r.stats.timeouts, r.stats.connect_failures, r.stats.bad_replies,
                json_proc(r.daemon_start, r.daemon_end, o.pid, r.requests),
                json_proc(r.redis_start, r.redis_end, o.redis_pid, r.requests), r.loadgen_cpu_us, mix,
-               o.per_message, templates, r.interrupted);
+               o.per_message, templates, o.rate, r.interrupted);
 }
 
 void print_proc_line(std::string_view label, long pid, const ProcSample& start, const ProcSample& end,
@@ -1176,6 +1237,7 @@ void print_load_report(const LoadResult& r, const Options& o)
     std::string templates;
     for (const auto& t : r.templates) fmt::format_to(std::back_inserter(templates), " {}", t);
     fmt::print("{:<13}{}, {} per message;{}\n", "mix", mix, o.per_message, templates);
+    if (o.rate > 0) fmt::print("{:<13}at most {}/s\n", "rate", o.rate);
     fmt::print("{:<13}{} in {:.2f} s (after {} s warmup) = {:.1f}/s\n", "requests", r.requests, r.duration_s,
                r.warmup_s, r.duration_s > 0 ? double(r.requests) / r.duration_s : 0.0);
     fmt::print("{:<13}p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}  mean {:.1f}\n", "latency µs",
@@ -1502,6 +1564,15 @@ int self_test()
         const auto errors = result.stats.closed + result.stats.timeouts + result.stats.connect_failures + result.stats.bad_replies;
         check(errors == 0, where + " errors", errors, 0);
         check(result.daemon_end.ok && result.daemon_end.rss_kib > 0, where + " own VmRSS read", result.daemon_end.rss_kib, "> 0");
+
+        // --rate: 100 requests at 1000/s from 4 connections take about 0.1 s, not less.
+        Options paced = options;
+        paced.requests = 100;
+        paced.rate = 1000;
+        const auto slow = LoadRun(paced, *target, templates).run();
+        check(slow.requests == paced.requests, where + " paced requests", slow.requests, paced.requests);
+        const double min_s = double(paced.requests - paced.connections) / paced.rate;
+        check(slow.duration_s >= min_s, where + " paced duration s", slow.duration_s, fmt::format(">= {}", min_s));
 
         Options idle;
         idle.idle_connections = 20;
