@@ -24,7 +24,6 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -414,8 +413,9 @@ protected:
         write_file(path, config);
         DaemonProcess& d = daemons_.emplace_back(path, dir_.path(), tag);
         EXPECT_TRUE(d.wait_started()) << "daemon did not start; stderr:\n" << d.log();
-        if (config.find("type = \"redis\"") != std::string::npos)
+        if (config.find("type = \"redis\"") != std::string::npos) {
             EXPECT_TRUE(d.wait_for_log(redis_connected, daemon_threads)) << "Redis not connected; stderr:\n" << d.log();
+        }
         return d;
     }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
 #include <relayguard/policy.hpp>
 #include <relayguard/server.hpp>
@@ -154,6 +155,11 @@ public:
     {
         server_.set_metrics(metrics_);
         server_.bind();
+        // spdlog's registry (and default logger) is a function-local static made by the first
+        // log call. Made here, before the workers start, so that they do not make it on one
+        // worker and read it on another: the static's guard is read inside libspdlog, which is
+        // not built with TSan, so TSan would not see it publish the logger and report a race.
+        spdlog::default_logger();
         http_.start();
         server_.start();
         const std::string ep = server_.endpoints().front();
