@@ -36,6 +36,9 @@ mkdir -p "$tmp/spool" "$tmp/log"
 chown Debian-exim: "$tmp/spool" "$tmp/log" # exim drops to its user before it writes there
 
 # --- Exim: a minimal site configuration around the contrib ACLs, wired as relayguard.conf says.
+# The snippet is copied next to it: exim reads a -C configuration after dropping to its user, which
+# cannot read a checkout under a private directory such as /root.
+install -m 0644 "$src/contrib/exim/relayguard.conf" "$tmp/relayguard.conf"
 # The authenticators have Debian-style driver names, so sasl_method must come from relayguard_auth.
 cat >"$tmp/exim.conf" <<EOF
 primary_hostname = mail.example.com
@@ -52,7 +55,7 @@ acl_smtp_data = acl_check_data
 
 begin acl
 
-.include $src/contrib/exim/relayguard.conf
+.include $tmp/relayguard.conf
 
 acl_check_rcpt:
   accept  hosts = :
