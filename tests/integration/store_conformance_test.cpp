@@ -34,6 +34,7 @@
 #include <relayguard/key_schema.hpp>
 
 #include "testing/redis_server.hpp"
+#include "testing/redis_sync.hpp"
 
 namespace {
 
@@ -57,56 +58,13 @@ constexpr std::int64_t sec = 1'000'000;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // ---------------------------------------------------------------------------------------------
-// Running coroutines from a test body
+// Running coroutines from a test body (testing/redis_sync.hpp)
 
-// run_sync - run `aw` on `io` until it is done (the Client's own loops keep running).
-template <class T>
-T run_sync(asio::io_context& io, asio::awaitable<T> aw, std::chrono::seconds limit = 10s)
-{
-    std::optional<T> out;
-    std::exception_ptr failure;
-    bool done = false;
-    asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T value) {
-        failure = e;
-        if (!e) out.emplace(std::move(value));
-        done = true;
-    });
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!done && std::chrono::steady_clock::now() < deadline) io.run_one_for(100ms);
-    if (failure) std::rethrow_exception(failure);
-    if (!done) throw std::runtime_error("coroutine not done in time");
-    return std::move(*out);
-}
+using relayguard::testing::connect;
+using relayguard::testing::redis_cmd;
+using relayguard::testing::run_sync;
+using relayguard::testing::send;
 
-std::unique_ptr<Client> connect(asio::io_context& io, const std::string& address,
-                                std::chrono::milliseconds command_timeout = 5s) // 5s: a loaded 2-core test machine
-{
-    relayguard::redis::ClientConfig config;
-    config.address = address;
-    config.command_timeout = command_timeout;
-    auto client = std::make_unique<Client>(io.get_executor(), config);
-    client->start();
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (!client->connected() && std::chrono::steady_clock::now() < deadline) io.run_one_for(10ms);
-    if (!client->connected()) throw std::runtime_error("no connection to " + address);
-    return client;
-}
-
-asio::awaitable<boost::system::result<Reply, std::error_code>> send(Client& client, std::vector<std::string> args)
-{
-    std::vector<std::string_view> argv(args.begin(), args.end());
-    co_return co_await client.command(std::move(argv));
-}
-
-// redis_cmd - one command that must get a non-error reply.
-Reply redis_cmd(asio::io_context& io, Client& client, std::vector<std::string> args)
-{
-    const std::string text = fmt::format("{}", fmt::join(args, " "));
-    auto r = run_sync(io, send(client, std::move(args)));
-    if (!r) throw std::runtime_error(text + ": " + r.error().message());
-    if (r->is_error()) throw std::runtime_error(text + ": " + r->str);
-    return std::move(*r);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The two stores behind one face
