@@ -2,47 +2,42 @@
 # SPDX-License-Identifier: MIT
 # run-fuzz.sh - build the libFuzzer targets (clang, ASan+UBSan) and fuzz each for a bounded time.
 #
-# Usage: scripts/run-fuzz.sh [--seconds N] [--build-dir DIR] [TARGET...]
+# Usage: scripts/run-fuzz.sh [--seconds N] [--build-root DIR] [TARGET...]
 #   TARGET: request_parser, config, resp (default: all). --seconds: per target (default 60).
+# The fuzz binaries come from the ASan+UBSan build of scripts/run-sanitizers.sh (DIR/asan, clang,
+# libFuzzer coverage), which this builds first if needed (a no-op after run-sanitizers.sh asan).
 # Per target: every input kept in tests/fuzz/regressions/<target>/ runs once as a plain test, then
 # libFuzzer runs for N seconds from tests/fuzz/corpus/<target>/ (read-only) and a work corpus in
-# DIR/corpus/<target>/ (kept between runs). A crash leaves its input in DIR/crashes/<target>/: fix
-# the bug, then keep the input in tests/fuzz/regressions/<target>/ (tests/fuzz/README.md).
-# Exits non-zero if the build, a regression input or a fuzz run fails. DIR: build/fuzz.
+# DIR/asan/corpus/<target>/ (kept between runs). A crash leaves its input in
+# DIR/asan/crashes/<target>/: fix the bug, then keep the input in tests/fuzz/regressions/<target>/
+# (tests/fuzz/README.md). Exits non-zero if the build, a regression input or a fuzz run fails.
+# DIR: build.
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 seconds=60
-build=build/fuzz
+build_root=build
 targets=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --seconds=*) seconds=${1#*=}; shift ;;
-    --build-dir) build=$2; shift 2 ;;
-    --build-dir=*) build=${1#*=}; shift ;;
-    -h|--help) sed -n '3,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-root) build_root=$2; shift 2 ;;
+    --build-root=*) build_root=${1#*=}; shift ;;
+    -h|--help) sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     request_parser|config|resp) targets="$targets $1"; shift ;;
     *) echo "run-fuzz: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 [ -n "$targets" ] || targets="request_parser config resp"
 case "$seconds" in ''|*[!0-9]*) echo "run-fuzz: --seconds wants a whole number, got: $seconds" >&2; exit 2 ;; esac
-case "$build" in /*) ;; *) build="$root/$build" ;; esac
+case "$build_root" in /*) ;; *) build_root="$root/$build_root" ;; esac
+build="$build_root/asan"
 
-# clang and its compiler-rt (libFuzzer, sanitizer runtimes), and llvm-symbolizer for readable
-# stack traces: install-deps.sh installs them (CI fuzzes).
-./scripts/install-deps.sh
-
-# -O1 without NDEBUG: fast enough to fuzz, and the code's own assert()s stay on.
+# The ASan+UBSan build with libFuzzer coverage (clang; install-deps.sh installs it, CI fuzzes).
 start=$(date +%s)
-cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DRELAYGUARD_BUILD_TESTS=OFF \
-    -DRELAYGUARD_FUZZ=ON -DRELAYGUARD_SANITIZE=address,undefined >/dev/null
-for t in $targets; do set -- "$@" "fuzz_$t"; done
-cmake --build "$build" -j"${JOBS:-$(nproc)}" --target "$@"
-echo "run-fuzz: build took $(( $(date +%s) - start )) s"
+./scripts/run-sanitizers.sh asan --build-root "$build_root" --build-only
 
 export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"

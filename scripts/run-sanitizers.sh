@@ -2,24 +2,28 @@
 # SPDX-License-Identifier: MIT
 # run-sanitizers.sh - build and run the tests under AddressSanitizer+UBSan, and ThreadSanitizer.
 #
-# Usage: scripts/run-sanitizers.sh [asan|tsan|all] [--build-root DIR] [-- CTEST_ARGS...]
-#   asan: DIR/asan, -fsanitize=address,undefined; runs ctest -L unit, then -L integration.
-#   tsan: DIR/tsan, -fsanitize=thread; builds and runs only the integration tests (the daemon
+# Usage: scripts/run-sanitizers.sh [asan|tsan|all] [--build-root DIR] [--build-only] [-- CTEST_ARGS...]
+#   asan: DIR/asan, clang, -fsanitize=address,undefined; runs ctest -L unit, then -L integration.
+#         The same build has libFuzzer's coverage and the fuzz_* binaries: scripts/run-fuzz.sh
+#         reuses it (one ASan build for both, which is what keeps CI within its time).
+#   tsan: DIR/tsan, g++ -fsanitize=thread; builds and runs only the integration tests (the daemon
 #         runs one worker thread per core; unit tests are single-threaded). Default: all (asan,
-#         then tsan). DIR: build.
+#         then tsan). DIR: build. --build-only: build, run nothing (scripts/run-fuzz.sh uses it).
 # Any sanitizer report fails the test it happens in (halt_on_error; the daemon's exit status).
 set -eu
 cd "$(dirname "$0")/.."
 
 modes=""
 root=build
+build_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
     asan|tsan) modes="$modes $1"; shift ;;
     all) modes="asan tsan"; shift ;;
     --build-root) root=$2; shift 2 ;;
     --build-root=*) root=${1#*=}; shift ;;
-    -h|--help) sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) echo "run-sanitizers: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -43,14 +47,21 @@ race:spdlog::details::registry::registry
 EOF
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$tsan_suppressions${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 
-# build - configure and build DIR/$1 with -fsanitize=$2; targets $3... (default: all). Debug
-# keeps assert()s; -O1 keeps the tests' run time (and their timeouts) closer to a release build's.
+# build - configure and build DIR/$1 with -fsanitize=$2 and the compiler $3; targets $4...
+# Debug keeps assert()s; -O1 keeps the tests' run time (and their timeouts) closer to a release
+# build's; line tables only (not full debug info) are enough for symbolized stacks and halve the
+# build. CMake arguments from RELAYGUARD_SANITIZER_CMAKE_ARGS come last.
 build() {
-    dir="$root/$1" sanitize=$2
-    shift 2
+    dir="$root/$1" sanitize=$2 cxx=$3
+    shift 3
     t0=$(date +%s)
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
-        -DRELAYGUARD_SANITIZE="$sanitize" >/dev/null
+    case $cxx in clang++) lines=-gline-tables-only ;; *) lines=-g1 ;; esac
+    fuzz=OFF
+    [ "$cxx" = clang++ ] && fuzz=ON
+    # shellcheck disable=SC2086 # extra arguments are split on purpose
+    cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Debug \
+        -DCMAKE_CXX_FLAGS_DEBUG="$lines -O1" -DRELAYGUARD_SANITIZE="$sanitize" -DRELAYGUARD_FUZZ=$fuzz \
+        ${RELAYGUARD_SANITIZER_CMAKE_ARGS:-} >/dev/null
     targets=""
     for t in "$@"; do targets="$targets --target $t"; done
     # shellcheck disable=SC2086 # target names have no spaces
@@ -73,7 +84,10 @@ failed=""
 for mode in $modes; do
     case $mode in
     asan)
-        build asan address,undefined
+        # clang: its libFuzzer needs it, and this build makes the fuzz targets too.
+        build asan address,undefined clang++ relayguard_unit_tests relayguard_integration_tests \
+            fuzz_request_parser fuzz_config fuzz_resp
+        [ $build_only = 1 ] && continue
         run_label asan unit "$@" || failed="$failed asan/unit"
         # Not these. The first uses up every file descriptor, and UBSan's vptr check needs one
         # (a pipe) to probe the object, so it reports a valid object as having an invalid vptr.
@@ -85,7 +99,8 @@ for mode in $modes; do
         ;;
     tsan)
         # Only what it runs: the integration tests (and the binaries they start).
-        build tsan thread relayguard_integration_tests
+        build tsan thread g++ relayguard_integration_tests
+        [ $build_only = 1 ] && continue
         run_label tsan integration "$@" || failed="$failed tsan/integration"
         ;;
     esac

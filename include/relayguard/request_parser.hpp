@@ -81,6 +81,14 @@ public:
     // buffered - bytes received and not yet consumed.
     std::size_t buffered() const noexcept { return end_ - pos_; }
 
+    // release - between requests (idle()), give the read buffer's memory back; the next
+    // prepare() allocates it again. An idle connection then costs no buffer. No-op otherwise.
+    void release() noexcept;
+
+    // holds_buffer - whether a read buffer is allocated (false before the first prepare() and
+    // after release()).
+    bool holds_buffer() const noexcept { return !buf_.empty(); }
+
 private:
     // Where a known attribute's value lies in buf_, as an offset from pos_ (so that moving the
     // unconsumed bytes to the front of buf_ keeps it valid).

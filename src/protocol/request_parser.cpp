@@ -230,4 +230,11 @@ std::string_view RequestParser::sample(std::size_t max) const noexcept
 
 bool RequestParser::idle() const noexcept { return !error_ && pos_ == end_; }
 
+void RequestParser::release() noexcept
+{
+    if (!idle()) return;
+    pos_ = end_ = scan_ = line_ = 0;
+    std::string().swap(buf_);
+}
+
 } // namespace relayguard

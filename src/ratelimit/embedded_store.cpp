@@ -9,6 +9,8 @@
 #include <relayguard/counter_store.hpp>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <optional>
 #include <atomic>
 #include <cassert>
@@ -30,10 +32,17 @@ namespace {
 // that a request's handful of keys locks few of them.
 constexpr std::size_t shard_count = 16;
 
-// Hash buckets of one shard (of its state table, and of its instance table) that each apply()
-// looks through for expired entries: several times the few keys one apply() can create, so
-// dead entries are reclaimed faster than they can pile up, and cheap (~16 node visits).
-constexpr std::size_t incremental_sweep_buckets = 16;
+// The incremental sweep: hash buckets of one shard's state table and instance table that an
+// apply() looks through for expired entries. Each bucket costs a cache miss or two (the walk
+// was 8 % of the daemon's CPU at 16 buckets per apply), so the walk is paid for by growth:
+// every entry an apply() creates buys sweep_buckets_per_new_entry buckets, which reclaims dead
+// entries faster than new ones arrive (the tables stay within a small factor of their live
+// entries), and every apply() sweeps sweep_buckets_per_apply more, so that steady traffic on
+// existing keys also clears what an earlier burst left behind.
+constexpr std::size_t sweep_buckets_per_apply = 1;
+constexpr std::size_t sweep_buckets_per_new_entry = 2;
+// A shard whose walks keep finding nothing expired skips up to 2^6 - 1 = 63 turns between walks.
+constexpr std::uint32_t sweep_max_backoff = 6;
 
 constexpr std::int64_t micros_per_ms = 1000;
 constexpr std::int64_t micros_per_second = 1'000'000;
@@ -58,10 +67,58 @@ struct KeyHash {
     }
 };
 
-// One hash field: "t:LIMIT:PERIOD" -> TAT (µs) or "r:LIMIT" -> refused attempts.
+// One hash field: "t:LIMIT:PERIOD" -> TAT (µs), "n:LIMIT:PERIOD" -> the rate's count it was
+// written with, or "r:LIMIT" -> refused attempts (key_schema.hpp, as in Redis).
 struct Field {
     std::string name;
     std::int64_t value = 0;
+};
+
+// FieldName - a field's name as its parts, compared with stored names without building the
+// string (an apply() looks up a dozen fields); the string is made only for a new field.
+class FieldName {
+public:
+    static FieldName tat(std::string_view limit, std::chrono::seconds period) { return {'t', limit, period}; }
+    static FieldName count(std::string_view limit, std::chrono::seconds period) { return {'n', limit, period}; }
+    static FieldName refused(std::string_view limit) { return {'r', limit}; }
+
+    bool operator==(const FieldName&) const = default;
+    bool matches(std::string_view name) const noexcept
+    {
+        const std::size_t size = 2 + limit_.size() + (digits_size_ == 0 ? 0 : 1 + digits_size_);
+        if (name.size() != size || name[0] != kind_ || name[1] != ':') return false;
+        if (name.substr(2, limit_.size()) != limit_) return false;
+        if (digits_size_ == 0) return true;
+        return name[2 + limit_.size()] == ':' &&
+               name.substr(3 + limit_.size()) == std::string_view(digits_.data(), digits_size_);
+    }
+    // str - the name as key_schema.hpp spells it (tat_field, rate_count_field, refused_field).
+    std::string str() const
+    {
+        std::string out;
+        out.reserve(3 + limit_.size() + digits_size_);
+        out += kind_;
+        out += ':';
+        out += limit_;
+        if (digits_size_ != 0) {
+            out += ':';
+            out.append(digits_.data(), digits_size_);
+        }
+        return out;
+    }
+
+private:
+    FieldName(char kind, std::string_view limit) : kind_(kind), limit_(limit) {}
+    FieldName(char kind, std::string_view limit, std::chrono::seconds period) : kind_(kind), limit_(limit)
+    {
+        const auto r = std::to_chars(digits_.data(), digits_.data() + digits_.size(), period.count());
+        digits_size_ = static_cast<std::uint8_t>(r.ptr - digits_.data());
+    }
+
+    char kind_;
+    std::string_view limit_; // the op's limit name: valid for the apply() that made this
+    std::array<char, 20> digits_{};
+    std::uint8_t digits_size_ = 0; // 0: no period ("r:LIMIT")
 };
 
 // A state hash (key_schema.hpp): a handful of fields, so a vector beats a map.
@@ -69,17 +126,18 @@ struct StateEntry {
     std::vector<Field> fields;
     std::int64_t deadline_us = 0; // expired once now is past it (Redis: key TTL)
 
-    const Field* find(std::string_view name) const noexcept
+    const Field* find(const FieldName& name) const noexcept
     {
         for (const auto& f : fields)
-            if (f.name == name) return &f;
+            if (name.matches(f.name)) return &f;
         return nullptr;
     }
-    Field& get(const std::string& name)
+
+    Field& get(const FieldName& name)
     {
         for (auto& f : fields)
-            if (f.name == name) return f;
-        return fields.emplace_back(Field{name, 0});
+            if (name.matches(f.name)) return f;
+        return fields.emplace_back(Field{name.str(), 0});
     }
 };
 
@@ -109,11 +167,14 @@ struct alignas(64) Shard {
     InstanceMap instances;
     std::size_t state_cursor = 0; // next bucket for the incremental sweep
     std::size_t instance_cursor = 0;
+    std::uint32_t sweep_backoff = 0; // walks in a row that found nothing expired (capped)
+    std::uint32_t sweep_skip = 0;    // turns to skip before the next walk
 };
 
-// sweep_buckets - drop expired entries from up to `budget` buckets of `map`, from `*cursor` on.
+// sweep_buckets - drop expired entries from up to `budget` buckets of `map`, from `*cursor` on;
+// adds the entries looked at to `*seen`.
 template <class Map>
-std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std::int64_t now)
+std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std::int64_t now, std::size_t* seen)
 {
     if (map.empty()) return 0;
     std::size_t dropped = 0;
@@ -121,8 +182,10 @@ std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std
     for (std::size_t k = 0; k < budget; ++k) {
         if (*cursor >= map.bucket_count()) *cursor = 0;
         dead.clear();
-        for (auto it = map.begin(*cursor); it != map.end(*cursor); ++it)
+        for (auto it = map.begin(*cursor); it != map.end(*cursor); ++it) {
+            ++*seen;
             if (expired(it->second.deadline_us, now)) dead.push_back(&it->first);
+        }
         for (const std::string* key : dead) {
             // Copy first: erase() destroys the string the pointer refers to.
             const std::string copy = *key;
@@ -188,13 +251,28 @@ struct EmbeddedStore::Impl {
         out.effective = op.defaults;
     }
 
-    // sweep_some - the incremental sweep: a few buckets of the next shard, round robin.
-    void sweep_some(std::int64_t now)
+    // sweep_some - the incremental sweep: `budget` buckets of the next shard, round robin. A
+    // walk that finds live entries and nothing expired backs that shard off (it skips its next 1, 3, 7, ... up
+    // to sweep_max_skip turns): a table of live entries, the normal state under steady load,
+    // is not walked for nothing, while the first dead entry found puts it back to every turn.
+    void sweep_some(std::int64_t now, std::size_t budget)
     {
         Shard& shard = *shards[next_sweep.fetch_add(1, std::memory_order_relaxed) % shard_count];
         const std::lock_guard lock(shard.mutex);
-        sweep_buckets(shard.states, &shard.state_cursor, incremental_sweep_buckets, now);
-        sweep_buckets(shard.instances, &shard.instance_cursor, incremental_sweep_buckets, now);
+        if (shard.sweep_skip > 0) {
+            --shard.sweep_skip;
+            return;
+        }
+        std::size_t seen = 0;
+        const std::size_t dropped = sweep_buckets(shard.states, &shard.state_cursor, budget, now, &seen) +
+                                    sweep_buckets(shard.instances, &shard.instance_cursor, budget, now, &seen);
+        // Empty buckets say nothing either way; only live entries and no dead one back off.
+        if (dropped != 0) {
+            shard.sweep_backoff = 0;
+        } else if (seen != 0 && shard.sweep_backoff < sweep_max_backoff) {
+            ++shard.sweep_backoff;
+        }
+        shard.sweep_skip = (std::uint32_t{1} << shard.sweep_backoff) - 1;
     }
 
     const Clock& clock;
@@ -307,12 +385,12 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
     // that later ops on the same field see, so one request never double-books a window.
     struct Pending {
         std::size_t group;
-        std::string field;
+        FieldName field;
         std::int64_t tat; // or, is_count, the count of a window's rate
         bool is_count = false;
     };
     std::vector<Pending> pending;
-    const auto value_of = [&](std::size_t g, const std::string& field) -> std::optional<std::int64_t> {
+    const auto value_of = [&](std::size_t g, const FieldName& field) -> std::optional<std::int64_t> {
         for (auto it = pending.rbegin(); it != pending.rend(); ++it)
             if (it->group == g && it->field == field) return it->tat;
         if (const StateEntry* e = groups[g].entry)
@@ -330,8 +408,8 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         bool refused = false;
         std::int64_t retry = 0;
         for (const Rate& rate : out.effective.rates) {
-            std::string field = tat_field(op.limit, rate.period);
-            std::string count_field = rate_count_field(op.limit, rate.period);
+            const FieldName field = FieldName::tat(op.limit, rate.period);
+            const FieldName count_field = FieldName::count(op.limit, rate.period);
             std::int64_t tat = value_of(group_of[i], field).value_or(0);
             // The TAT counts time at the rate it was written with; a changed rate (an override
             // set or lifted) carries the units used over (rescale_tat, as the Redis script does).
@@ -344,14 +422,14 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
                 refused = true;
                 retry = std::max(retry, g.retry_after);
             } else if (cost > 0) {
-                pending.push_back(Pending{group_of[i], std::move(field), g.new_tat});
+                pending.push_back(Pending{group_of[i], field, g.new_tat});
                 if (!was || static_cast<std::uint64_t>(*was) != rate.count)
-                    pending.push_back(Pending{group_of[i], std::move(count_field), static_cast<std::int64_t>(rate.count),
+                    pending.push_back(Pending{group_of[i], count_field, static_cast<std::int64_t>(rate.count),
                                               /*is_count=*/true});
             }
         }
         if (refused && !out.already_counted) {
-            pending.resize(mark); // a refused op takes nothing, not even its windows with room
+            pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(mark), pending.end()); // a refused op takes nothing, not even its windows with room
             out.allowed = false;
             out.retry_after_us = retry;
         }
@@ -374,9 +452,13 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
     }
     if (result.refused_op) result.retry_after_us = result.ops[*result.refused_op].retry_after_us;
 
+    std::size_t created = 0; // entries this apply adds to the tables
     if (request.consume) {
         const auto entry_of = [&](Group& group) -> StateEntry& {
-            if (group.entry == nullptr) group.entry = &group.shard->states[group.key];
+            if (group.entry == nullptr) {
+                group.entry = &group.shard->states[group.key];
+                ++created;
+            }
             return *group.entry;
         };
         if (result.allowed) {
@@ -397,7 +479,10 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
             bool added = false;
             for (std::size_t i = 0; i < n; ++i) {
                 if (members[i].empty() || !result.ops[i].allowed || result.ops[i].already_counted) continue;
-                if (instance == nullptr) instance = &ishard->instances[ikey];
+                if (instance == nullptr) {
+                    instance = &ishard->instances[ikey];
+                    ++created;
+                }
                 if (!instance->contains(members[i])) instance->members.push_back(members[i]);
                 added = true;
             }
@@ -409,7 +494,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
             for (std::size_t i = 0; i < n; ++i) {
                 if (result.ops[i].allowed) continue;
                 Group& group = groups[group_of[i]];
-                entry_of(group).get(refused_field(ops[i].limit)).value += 1;
+                entry_of(group).get(FieldName::refused(ops[i].limit)).value += 1;
                 if (!group.existed) {
                     for (const Rate& rate : result.ops[i].effective.rates)
                         new_ttl[group_of[i]] = std::max(new_ttl[group_of[i]], rate.period.count() * micros_per_second);
@@ -421,7 +506,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
     }
 
     locks.clear();
-    s.sweep_some(now);
+    s.sweep_some(now, sweep_buckets_per_apply + created * sweep_buckets_per_new_entry);
     return result;
 }
 

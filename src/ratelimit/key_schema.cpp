@@ -17,16 +17,33 @@ constexpr bool safe_byte(unsigned char c) noexcept
            c == '.' || c == '_' || c == '+' || c == '/' || c == ':' || c == '-';
 }
 
-// tagged - "TAG:VALUE" with VALUE escaped: the part inside the braces and the set member.
-std::string tagged(std::string_view tag, std::string_view value)
+// append_escaped - VALUE escaped, appended to out (no temporary: this runs for every key of
+// every request).
+void append_escaped(std::string& out, std::string_view value)
 {
-    std::string out;
-    out.reserve(tag.size() + 1 + value.size() + 8);
+    static constexpr char hex[] = "0123456789ABCDEF";
+    for (const unsigned char c : value) {
+        if (safe_byte(c)) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 0xf]);
+        }
+    }
+}
+
+// append_tagged - "TAG:VALUE" with VALUE escaped, appended to out: the part inside the braces
+// and the set member.
+void append_tagged(std::string& out, std::string_view tag, std::string_view value)
+{
     out += tag;
     out += ':';
-    out += escape_key_value(value);
-    return out;
+    append_escaped(out, value);
 }
+
+// Room for a value's escapes in the common case (a few), so one allocation builds a key.
+constexpr std::size_t escape_slack = 8;
 
 } // namespace
 
@@ -45,26 +62,20 @@ std::string_view key_tag(LimitKey key) noexcept
 
 std::string escape_key_value(std::string_view value)
 {
-    static constexpr char hex[] = "0123456789ABCDEF";
     std::string out;
     out.reserve(value.size());
-    for (const unsigned char c : value) {
-        if (safe_byte(c)) {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 0xf]);
-        }
-    }
+    append_escaped(out, value);
     return out;
 }
 
 std::string state_key(std::string_view prefix, LimitKey key, std::string_view value)
 {
-    std::string out(prefix);
+    const std::string_view tag = key_tag(key);
+    std::string out;
+    out.reserve(prefix.size() + tag.size() + value.size() + 3 + escape_slack);
+    out += prefix;
     out += '{';
-    out += tagged(key_tag(key), value);
+    append_tagged(out, tag, value);
     out += '}';
     return out;
 }
@@ -76,18 +87,23 @@ std::string override_key(std::string_view prefix, LimitKey key, std::string_view
 
 std::string instance_key(std::string_view prefix, std::string_view instance)
 {
-    std::string out(prefix);
+    std::string out;
+    out.reserve(prefix.size() + instance.size() + 4 + escape_slack);
+    out += prefix;
     out += '{';
-    out += tagged("i", instance);
+    append_tagged(out, "i", instance);
     out += '}';
     return out;
 }
 
 std::string instance_member(std::string_view limit, LimitKey key, std::string_view value)
 {
-    std::string out(limit);
+    const std::string_view tag = key_tag(key);
+    std::string out;
+    out.reserve(limit.size() + tag.size() + value.size() + 2 + escape_slack);
+    out += limit;
     out += '|';
-    out += tagged(key_tag(key), value);
+    append_tagged(out, tag, value);
     return out;
 }
 

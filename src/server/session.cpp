@@ -44,6 +44,10 @@ using Clock = std::chrono::steady_clock;
 // Bytes asked of each read. Postfix writes a 0.6-1.3 KiB request in one go: 4 KiB takes one
 // (or a few pipelined ones) per read while an idle connection stays small.
 constexpr std::size_t read_chunk_bytes = 4096;
+// A connection idle this long gives its read buffer back (the watchdog asks serve() to; it
+// checks at most every request_timeout). Postfix keeps a policy connection open across SMTP
+// sessions (smtpd max_idle 100 s): thousands of them may be open and quiet at once.
+constexpr std::chrono::seconds release_buffer_after{1};
 // Raw input quoted in the warning about a refused connection.
 constexpr std::size_t error_sample_bytes = 64;
 // Longest attribute value quoted in a debug line.
@@ -178,7 +182,8 @@ private:
     {
         const ServerConfig& config = worker_.snapshot().config.server;
         if (parser_.idle()) {
-            set_deadline(Phase::idle, config.idle_timeout);
+            // Already idle (a read cancelled to release the buffer): the idle time runs on.
+            if (phase_ != Phase::idle) set_deadline(Phase::idle, config.idle_timeout);
         } else if (phase_ != Phase::request) {
             // Counted from the request's first bytes, not per read: a client trickling one
             // byte at a time must not hold the connection open for ever.
@@ -221,8 +226,9 @@ private:
     asio::steady_timer timer_;
     Clock::time_point deadline_{};
     std::chrono::milliseconds timeout_{};
-    Phase phase_ = Phase::idle;
+    Phase phase_ = Phase::idle; // run() sets the first deadline
     bool write_pending_ = false;
+    bool release_buffer_ = false; // watch() asks serve() to give the read buffer back
     bool receive_shut_ = false;
     bool closed_ = false; // closed by us (timeout, shutdown): the error that follows is ours
 };
@@ -237,6 +243,7 @@ awaitable<void> Session<Socket>::run()
         socket_.set_option(asio::ip::tcp::no_delay(true), ec);
     }
     spdlog::debug("connection from {}", peer_);
+    set_deadline(Phase::idle, worker_.snapshot().config.server.idle_timeout);
 
     auto ex = co_await asio::this_coro::executor;
     auto [order, serve_error, watch_error] =
@@ -258,10 +265,28 @@ awaitable<void> Session<Socket>::serve()
     for (;;) {
         if (parser_.idle() && worker_.stopping()) shutdown_receive();
         arm_read_deadline();
+        if (release_buffer_ && parser_.idle()) {
+            // Quiet for a while (watch() cancelled the read to get here): hold no buffer.
+            release_buffer_ = false;
+            parser_.release();
+            request_ = Request{};
+        }
+        if (!parser_.holds_buffer()) {
+            // A new or quiet connection: wait until there is something to read before taking
+            // memory to read it into.
+            auto [wait_error] = co_await socket_.async_wait(asio::socket_base::wait_read, asio::as_tuple(use_awaitable));
+            if (wait_error == asio::error::operation_aborted && !closed_) continue;
+            if (wait_error) {
+                if (!closed_) spdlog::info("closing connection from {}: read failed: {}", peer_, wait_error.message());
+                co_return;
+            }
+            if (closed_) co_return;
+        }
         const auto space = parser_.prepare(read_chunk_bytes);
         auto [read_error, n] =
             co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), asio::as_tuple(use_awaitable));
         parser_.commit(n);
+        if (read_error == asio::error::operation_aborted && release_buffer_ && !closed_) continue;
 
         out_.clear();
         const RequestParser::Status status = co_await answer();
@@ -329,6 +354,14 @@ awaitable<void> Session<Socket>::watch()
             }
             close();
             co_return;
+        }
+        if (phase_ == Phase::idle && !release_buffer_ && parser_.holds_buffer() &&
+            now - (deadline_ - timeout_) >= release_buffer_after) {
+            // Between requests for a while: have serve() drop its read buffer (its pending
+            // read ends with operation_aborted and it waits for readability instead).
+            release_buffer_ = true;
+            boost::system::error_code ec;
+            socket_.cancel(ec);
         }
         // serve() may move the deadline earlier (idle -> request) without waking us, so sleep
         // no longer than request_timeout: a request deadline set after now cannot come before

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -543,6 +544,36 @@ TEST(Server, ClosesIdleConnectionAfterIdleTimeoutWithoutReply)
         EXPECT_EQ(got.data, "");
         EXPECT_GE(Clock::now() - start, 250ms);
     }
+}
+
+TEST(Server, QuietConnectionGivesBufferBackAndIsStillServedOnTime)
+{
+    // After a second between requests a connection drops its read buffer (its pending read is
+    // cancelled and it waits for readability instead). That must be invisible: the next request
+    // is answered, and the idle time keeps counting from the last answer, not from the release.
+    auto config = test_config({inet_endpoint("127.0.0.1")});
+    config.server.idle_timeout = 2500ms;
+    config.server.request_timeout = 200ms; // the watchdog looks at least this often
+    auto server = start_server(config);
+    const auto port = port_of(server->endpoints().at(0));
+
+    auto client = Client::tcp("127.0.0.1", port);
+    client.send(local_request);
+    EXPECT_EQ(client.read_replies(1).data, wire(action_dunno));
+    std::this_thread::sleep_for(1600ms);
+    client.send(foreign_request);
+    EXPECT_EQ(client.read_replies(1).data, wire(relay_reply));
+    std::this_thread::sleep_for(1600ms);
+    client.send(local_request);
+    EXPECT_EQ(client.read_replies(1).data, wire(action_dunno));
+
+    const auto start = Clock::now();
+    const auto got = client.read_to_close();
+    const auto elapsed = Clock::now() - start;
+    EXPECT_TRUE(got.closed);
+    EXPECT_EQ(got.data, "");
+    EXPECT_GE(elapsed, 2300ms);
+    EXPECT_LT(elapsed, 3200ms) << "the release restarted the idle time";
 }
 
 struct BadInput {

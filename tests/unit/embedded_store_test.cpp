@@ -446,10 +446,35 @@ TEST(EmbeddedStore, ApplyAloneKeepsMemoryBounded)
     fill(store, keys);
     EXPECT_EQ(store.entries(), keys + keys / 100);
     clock.advance(relayguard::default_instance_ttl + 1s);
-    // No sweep() call: ordinary traffic alone must reclaim the expired entries.
+    // No sweep() call: ordinary traffic alone must reclaim the expired entries, even traffic
+    // that creates no entry of its own (one hash bucket of each table per apply): within a few
+    // passes over the tables (16 shards of at most ~2 x 6,250 buckets each).
     const auto req = request({op("per_login", "steady", rates({{1000000, 1s}}))});
-    for (int i = 0; i < 20'000; ++i) store.apply_now(req);
-    EXPECT_LE(store.entries(), 1u) << "got=" << store.entries();
+    int applies = 0;
+    while (applies < 1'000'000 && store.entries() > 1) {
+        for (int i = 0; i < 10'000; ++i) store.apply_now(req);
+        applies += 10'000;
+    }
+    EXPECT_LE(store.entries(), 1u) << "got=" << store.entries() << " after " << applies << " applies";
+    EXPECT_LE(applies, 500'000);
+}
+
+TEST(EmbeddedStore, ChurnOfNewKeysStaysNearTheLiveOnes)
+{
+    // Every apply creates a key that lives 1 s (one use of a 1/s rate); the clock moves 1 ms per apply, so about 1,000
+    // keys are alive at any time. What each new entry pays for in sweeping must keep the table
+    // near that, however long the churn goes on (without it: 200,000 entries at the end).
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    constexpr std::size_t alive = 1000;
+    std::size_t most = 0;
+    for (int i = 0; i < 200'000; ++i) {
+        ASSERT_TRUE(store.apply_now(request({op("per_login", fmt::format("churn{}", i), rates({{1, 1s}}))})).allowed);
+        clock.advance(1ms);
+        if (i % 1000 == 999) most = std::max(most, store.entries());
+    }
+    EXPECT_LE(most, 3 * alive);
+    EXPECT_GE(most, alive);
 }
 
 TEST(EmbeddedStore, ConcurrentRequestsShareOneLimitExactly)
