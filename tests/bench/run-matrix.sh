@@ -23,6 +23,7 @@ usage: tests/bench/run-matrix.sh [options]
   --loadgen-threads N threads of the load generator (default 1)
   --transport T       tcp (127.0.0.1) or unix (default tcp)
   --idle N            idle connections held for the memory figure (default 10000; 0: skip)
+  --startups N        starts timed to the first answered request (default 5; 0: skip)
   --no-ceiling        skip the --serve-dunno runs
   --no-build          use the binaries already in the build directory
   --build-dir DIR     (default build/release)
@@ -31,7 +32,7 @@ EOF
 }
 
 src_dir=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 duration=10 warmup=1 idle=10000
+reps=3 duration=10 warmup=1 idle=10000 startups=5
 connections="1 8 64 512" stores="embedded redis" configs="realistic reached"
 threads="" loadgen_threads=1 transport=tcp ceiling=1 build=1
 build_dir="$src_dir/build/release" out=""
@@ -51,6 +52,7 @@ while [ $# -gt 0 ]; do
     --loadgen-threads) loadgen_threads=$2; shift ;;
     --transport) transport=$2; shift ;;
     --idle) idle=$2; shift ;;
+    --startups) startups=$2; shift ;;
     --no-ceiling) ceiling=0 ;;
     --no-build) build=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
@@ -268,6 +270,47 @@ if [ "$idle" -gt 0 ]; then
     stop_daemon
 fi
 
+# --- start-up ------------------------------------------------------------------------------------------
+# From starting the process to the first answered request (realistic config, embedded store, a
+# UNIX socket known in advance, polled every millisecond): 5 starts, each printed; the table
+# shows the median.
+if [ "$startups" -gt 0 ]; then
+    echo "== start-up to first answered request ($startups starts, realistic, embedded)"
+    sed -e "s|^listen = .*|listen = [\"unix:$work/startup.sock\"]|" -e "s|^threads = .*|threads = $threads|" \
+        "$configs_dir/realistic.toml" >"$work/startup.toml"
+    python3 - "$relayguard" "$work/startup.toml" "$work/startup.sock" "$startups" \
+        "$src_dir/tests/data/samples/postfix-3.7/rcpt_unauthenticated.policy" <<'PY' | tee -a "$results"
+import json, os, socket, subprocess, sys, time
+daemon, conf, path, starts, sample = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+request = open(sample, "rb").read().split(b"\n\n")[0] + b"\n\n"
+for i in range(starts):
+    if os.path.exists(path):
+        os.unlink(path)
+    t0 = time.monotonic()
+    p = subprocess.Popen([daemon, "--foreground", "--allow-root", "--config", conf],
+                         stderr=subprocess.DEVNULL)
+    reply, ms = b"", None
+    while time.monotonic() - t0 < 5:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                s.sendall(request)
+                while not reply.endswith(b"\n\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+            if reply.startswith(b"action="):
+                ms = (time.monotonic() - t0) * 1000
+                break
+        except OSError:
+            time.sleep(0.001)
+    p.terminate()
+    p.wait()
+    print(json.dumps({"label": "startup", "mode": "startup", "ms": ms, "reply": reply.decode(errors="replace").strip()}))
+PY
+fi
+
 # --- the table of medians --------------------------------------------------------------------------------
 python3 - "$results" <<'EOF' | tee "$out/table.txt"
 import json, statistics, sys
@@ -307,6 +350,10 @@ for r in runs:
         print(f"\nidle: {r['open_at_end']} of {r['wanted']} connections open after {r['hold_s']:.1f} s: VmRSS "
               f"{d['vm_rss_before_kib']} -> {d['vm_rss_end_kib']} KiB = {d['bytes_per_connection']:.0f} bytes per "
               f"connection ({(d['vm_rss_end_kib']) / 1024:.1f} MiB in all; VmHWM {d['vm_hwm_kib']} KiB)")
+starts = [r["ms"] for r in runs if r.get("mode") == "startup" and r.get("ms") is not None]
+if starts:
+    print(f"\nstart-up to first answered request: median {statistics.median(starts):.1f} ms, max {max(starts):.1f} ms "
+          f"over {len(starts)} starts")
 if cells:
     loadgen = med([r["loadgen_cpu_us"] / r["requests"] for r in runs if r.get("mode") == "load" and r["requests"]])
     print(f"\nmedians over repetitions; loadgen's own CPU: median {loadgen:.1f} us/request (it shares the machine)")
