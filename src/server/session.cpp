@@ -153,8 +153,10 @@ public:
     void on_stop() noexcept override
     {
         // Blocked in a read between requests: end it. Otherwise serve() does once the request
-        // it is receiving or the replies it is writing are done.
-        if (parser_.idle() && !write_pending_) shutdown_receive();
+        // it is receiving or the replies it is writing are done. Bytes the kernel holds that
+        // serve() has not read yet (it may be waiting for readability first) are a request
+        // being received, not an idle connection.
+        if (parser_.idle() && !write_pending_ && !input_pending()) shutdown_receive();
     }
 
     void force_close() noexcept override
@@ -207,6 +209,13 @@ private:
         receive_shut_ = true;
         boost::system::error_code ec;
         socket_.shutdown(asio::socket_base::shutdown_receive, ec);
+    }
+
+    // input_pending - bytes received by the kernel and not read by serve() yet.
+    bool input_pending() noexcept
+    {
+        boost::system::error_code ec;
+        return socket_.available(ec) > 0 && !ec;
     }
 
     void close() noexcept
