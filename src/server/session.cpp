@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -167,6 +168,9 @@ public:
     }
 
 private:
+    // request - the request being answered (answer() makes it before the first one).
+    const Request& request() const noexcept { return *request_holder_; }
+
     awaitable<void> serve();
     awaitable<void> watch();
     awaitable<RequestParser::Status> answer();
@@ -229,7 +233,9 @@ private:
     Socket socket_;
     std::string peer_;
     RequestParser parser_;
-    Request request_;
+    // The request being answered; made at the first request and dropped with the read buffer,
+    // so a quiet connection does not hold its ~1 KiB of attribute strings.
+    std::unique_ptr<Request> request_holder_;
     std::string out_; // replies of one batch, written in one go
 
     asio::steady_timer timer_;
@@ -278,7 +284,7 @@ awaitable<void> Session<Socket>::serve()
             // Quiet for a while (watch() cancelled the read to get here): hold no buffer.
             release_buffer_ = false;
             parser_.release();
-            request_ = Request{};
+            request_holder_.reset();
         }
         if (!parser_.holds_buffer()) {
             // A new or quiet connection: wait until there is something to read before taking
@@ -391,10 +397,12 @@ awaitable<RequestParser::Status> Session<Socket>::answer()
     // between batches, never during one. The copy keeps it alive across a store await.
     const std::shared_ptr<const Snapshot> snapshot = worker_.snapshot_ptr();
     RequestParser::Status status;
-    while ((status = parser_.next(request_)) == RequestParser::Status::request) {
+    if (!request_holder_) request_holder_ = std::make_unique<Request>();
+    Request& request = *request_holder_;
+    while ((status = parser_.next(request)) == RequestParser::Status::request) {
         const auto started = Clock::now();
         co_await answer_one(*snapshot);
-        worker_.metrics().request(request_.protocol_state(), Clock::now() - started);
+        worker_.metrics().request(request.protocol_state(), Clock::now() - started);
     }
     co_return status;
 }
@@ -408,11 +416,11 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
     Limiter& limiter = worker_.limiter();
     const StoreConfig& store = snapshot.config.store;
     // The hot path (no login, no ladder) gets nullopt here: no allocation, no store call.
-    const std::optional<LiveQuery> query = plan_live(request_, snapshot);
+    const std::optional<LiveQuery> query = plan_live(request(), snapshot);
     std::optional<LiveFacts> facts;
     if (query) facts = co_await limiter.live(*query, store.on_error);
 
-    const Decision decision = decide(request_, snapshot, nullptr, facts ? &*facts : nullptr);
+    const Decision decision = decide(request(), snapshot, nullptr, facts ? &*facts : nullptr);
     log_decision(decision);
     for (const auto& shadowed : decision.shadowed) metrics.shadow(shadowed.check);
     if (decision.outcome == Decision::Outcome::refuse) {
@@ -426,7 +434,7 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
     std::string_view reply = decision.reply;
 
     RateVerdict verdict;
-    if (std::optional<RatePlan> plan = plan_rate_limits(request_, snapshot, decision)) {
+    if (std::optional<RatePlan> plan = plan_rate_limits(request(), snapshot, decision)) {
         const LimitOutcome outcome = co_await limiter.check(plan->request, store.on_error);
         switch (outcome.kind) {
         case LimitOutcome::Kind::fail_open: break;
@@ -438,13 +446,13 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
         case LimitOutcome::Kind::result:
             verdict = judge_rate_limits(*plan, outcome.result);
             for (const auto& shadowed : verdict.shadowed) {
-                spdlog::info("{}", format_decision_log(request_, Check::rate_limits, shadowed.reply, true,
+                spdlog::info("{}", format_decision_log(request(), Check::rate_limits, shadowed.reply, true,
                                                        shadowed.reason));
                 metrics.shadow(Check::rate_limits);
             }
             if (verdict.refuse) {
                 spdlog::info("{}",
-                             format_decision_log(request_, Check::rate_limits, verdict.reply, false, verdict.reason));
+                             format_decision_log(request(), Check::rate_limits, verdict.reply, false, verdict.reason));
                 decided_by = Check::rate_limits;
                 reply = verdict.reply;
             }
@@ -454,7 +462,7 @@ awaitable<void> Session<Socket>::answer_one(const Snapshot& snapshot)
 
     const CompromiseConfig& cc = snapshot.config.compromise;
     const bool tracked = query && !query->track.empty();
-    if (cc.enabled && request_.authenticated() && (tracked || verdict.refuse)) {
+    if (cc.enabled && request().authenticated() && (tracked || verdict.refuse)) {
         std::optional<LadderAction> action = co_await climb_ladder(snapshot, query, facts, verdict.refuse);
         // A rate refusal still answers the rate refusal; a suspension applies from the next request.
         if (action && !verdict.refuse) {
@@ -479,7 +487,7 @@ awaitable<std::optional<LadderAction>> Session<Socket>::climb_ladder(const Snaps
     const CompromiseConfig& cc = snapshot.config.compromise;
     const StoreConfig& store = snapshot.config.store;
     Limiter& limiter = worker_.limiter();
-    const std::string login = query ? query->login : ascii_lower(request_[Attr::sasl_username]);
+    const std::string login = query ? query->login : ascii_lower(request()[Attr::sasl_username]);
     std::array<std::uint64_t, signal_count> counts{};
     if (facts) counts = facts->counts;
     const auto refusals = static_cast<std::size_t>(Signal::rate_refusals);
@@ -501,18 +509,18 @@ awaitable<std::optional<LadderAction>> Session<Socket>::climb_ladder(const Snaps
         const std::optional<bool> fresh = co_await limiter.suspend(login, suspension, store.on_error);
         if (fresh && *fresh) limiter.shared().metrics().suspended_automatically();
         action = LadderAction{snapshot.config.suspended.reply};
-        spdlog::info("{}", format_decision_log(request_, Check::compromise, action->reply, false,
+        spdlog::info("{}", format_decision_log(request(), Check::compromise, action->reply, false,
                                                "suspended automatically: " + ladder.reason));
     } else if (ladder.enforced == Rung::hold) {
         action = LadderAction{cc.hold_reply};
-        spdlog::info("{}", format_decision_log(request_, Check::compromise, action->reply, false, ladder.reason));
+        spdlog::info("{}", format_decision_log(request(), Check::compromise, action->reply, false, ladder.reason));
     }
     if (ladder.shadow) {
         const std::string_view would =
             ladder.rung == Rung::suspend ? std::string_view(snapshot.config.suspended.reply) : cc.hold_reply;
         if (ladder.rung != Rung::warn) {
             spdlog::info("shadow {}: {}", rung_name(ladder.rung),
-                         format_decision_log(request_, Check::compromise, would, true, ladder.reason));
+                         format_decision_log(request(), Check::compromise, would, true, ladder.reason));
             worker_.metrics().shadow(Check::compromise);
         }
     }
@@ -549,7 +557,7 @@ void Session<Socket>::queue_events(const Snapshot& snapshot, const std::string& 
             if (v.rung != rung) continue; // no threshold of this rung reached
         }
         std::string name = v.shadow ? "shadow_" + std::string(rung_name(rung)) : std::string(rung_name(rung));
-        std::string json = event_json(name, login, v, cc.window, request_, now, host_name());
+        std::string json = event_json(name, login, v, cc.window, request(), now, host_name());
         events.push_back(PendingEvent{std::move(name), std::move(json), std::move(v.reason)});
     }
     if (events.empty()) return;
@@ -568,20 +576,20 @@ template <class Socket>
 void Session<Socket>::log_decision(const Decision& decision) const
 {
     for (const auto& shadowed : decision.shadowed)
-        spdlog::info("{}", format_decision_log(request_, shadowed.check, shadowed.reply, true, shadowed.reason));
+        spdlog::info("{}", format_decision_log(request(), shadowed.check, shadowed.reply, true, shadowed.reason));
     if (decision.outcome == Decision::Outcome::refuse) {
-        spdlog::info("{}", format_decision_log(request_, decision.decided_by, decision.reply, false, decision.reason));
+        spdlog::info("{}", format_decision_log(request(), decision.decided_by, decision.reply, false, decision.reason));
         return;
     }
     // Built only when wanted: this is the path of most requests.
     if (!spdlog::should_log(spdlog::level::debug)) return;
     spdlog::debug("{}: peer={} state={} client={} login={} sender=<{}> recipient=<{}> action={}{}{}",
                   decision.outcome == Decision::Outcome::exempt ? "exempt" : "pass", peer_,
-                  sanitize(request_[Attr::protocol_state], debug_value_bytes),
-                  sanitize(request_[Attr::client_address], debug_value_bytes),
-                  request_.authenticated() ? sanitize(request_[Attr::sasl_username], debug_value_bytes) : "-",
-                  sanitize(request_[Attr::sender], debug_value_bytes),
-                  sanitize(request_[Attr::recipient], debug_value_bytes), decision.reply,
+                  sanitize(request()[Attr::protocol_state], debug_value_bytes),
+                  sanitize(request()[Attr::client_address], debug_value_bytes),
+                  request().authenticated() ? sanitize(request()[Attr::sasl_username], debug_value_bytes) : "-",
+                  sanitize(request()[Attr::sender], debug_value_bytes),
+                  sanitize(request()[Attr::recipient], debug_value_bytes), decision.reply,
                   decision.reason.empty() ? "" : ": ", decision.reason);
 }
 
