@@ -70,13 +70,16 @@ struct JValue {
     double n = 0;
     std::string s;
     std::vector<JValue> a;
-    std::vector<std::pair<std::string, JValue>> o;
+    // An object's members as two parallel vectors: a pair<string, JValue> needs JValue complete
+    // here, which g++ lets pass and clang does not.
+    std::vector<std::string> keys;
+    std::vector<JValue> values;
 
     const JValue& operator[](std::string_view key) const
     {
         static const JValue missing;
-        for (const auto& [k, v] : o)
-            if (k == key) return v;
+        for (std::size_t i = 0; i < keys.size(); ++i)
+            if (keys[i] == key) return values[i];
         return missing;
     }
     const JValue& operator[](std::size_t i) const
@@ -86,7 +89,7 @@ struct JValue {
     }
     bool has(std::string_view key) const
     {
-        return std::any_of(o.begin(), o.end(), [&](const auto& kv) { return kv.first == key; });
+        return std::find(keys.begin(), keys.end(), key) != keys.end();
     }
     bool is_null() const { return type == Type::null; }
     long long num() const { return static_cast<long long>(n); }
@@ -136,7 +139,8 @@ private:
                 std::string key = string();
                 if (peek() != ':') throw std::runtime_error("missing ':'");
                 ++i_;
-                v.o.emplace_back(std::move(key), value());
+                v.keys.push_back(std::move(key));
+                v.values.push_back(value());
                 const char d = peek();
                 ++i_;
                 if (d == '}') return v;
