@@ -82,7 +82,14 @@ std::string state_key(std::string_view prefix, LimitKey key, std::string_view va
 
 std::string override_key(std::string_view prefix, LimitKey key, std::string_view value)
 {
-    return state_key(prefix, key, value) + ":o";
+    const std::string_view tag = key_tag(key);
+    std::string out;
+    out.reserve(prefix.size() + tag.size() + value.size() + 5 + escape_slack);
+    out += prefix;
+    out += '{';
+    append_tagged(out, tag, value);
+    out += "}:o";
+    return out;
 }
 
 std::string instance_key(std::string_view prefix, std::string_view instance)

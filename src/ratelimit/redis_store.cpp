@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -333,6 +334,15 @@ struct ScriptCall {
     std::vector<std::size_t> order;
 };
 
+// append_number - v in decimal, appended (std::to_string without a string of its own).
+template <class Int>
+void append_number(std::string& out, Int v)
+{
+    char digits[24];
+    const auto r = std::to_chars(digits, digits + sizeof digits, v);
+    out.append(digits, r.ptr);
+}
+
 // make_call - the ops grouped by state hash, so that the script reads and writes each hash once,
 // and every name and number it needs made here rather than in Lua (layout in rate_script.cpp).
 ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::chrono::seconds instance_ttl)
@@ -375,6 +385,7 @@ ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::
     for (const std::string& m : members) args.text(m);
     std::vector<std::size_t>& order = call.order;
     order.reserve(n);
+    std::string field; // scratch for names and numbers as text
     for (const Entity& e : entities) {
         std::size_t fields = 0;
         for (const std::size_t i : e.ops) {
@@ -388,8 +399,15 @@ ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::
             const CounterOp& op = request.ops[i];
             if (op.defaults.kind != RateSpec::Kind::rates) continue;
             for (const Rate& rate : op.defaults.rates) {
-                args.text(tat_field(op.limit, rate.period));
-                args.text(rate_count_field(op.limit, rate.period));
+                // "t:LIMIT:PERIOD" then "n:LIMIT:PERIOD" (tat_field, rate_count_field), made in
+                // one reused buffer: this runs per window of every op of every request.
+                field.assign("t:");
+                field += op.limit;
+                field += ':';
+                append_number(field, rate.period.count());
+                args.text(field);
+                field[0] = 'n';
+                args.text(field);
             }
         }
         for (const std::size_t i : e.ops) {
@@ -406,7 +424,9 @@ ScriptCall make_call(const StoreRequest& request, std::string_view prefix, std::
             } else {
                 args.unsigned_integer(op.defaults.rates.size());
                 for (const Rate& rate : op.defaults.rates) {
-                    args.text(std::to_string(rate.count));
+                    field.clear();
+                    append_number(field, rate.count);
+                    args.text(field);
                     args.integer(rate.period.count() * micros_per_second);
                     args.integer(increment(rate, op.cost));
                 }
