@@ -45,6 +45,21 @@ void append_tagged(std::string& out, std::string_view tag, std::string_view valu
 // Room for a value's escapes in the common case (a few), so one allocation builds a key.
 constexpr std::size_t escape_slack = 8;
 
+// hash_tagged_key - "PREFIX{TAG:VALUE}SUFFIX", VALUE escaped, in one allocation: the braces are
+// the Redis Cluster hash tag, so a key and its companions (":o") share a slot.
+std::string hash_tagged_key(std::string_view prefix, std::string_view tag, std::string_view value,
+                            std::string_view suffix)
+{
+    std::string out;
+    out.reserve(prefix.size() + tag.size() + value.size() + suffix.size() + 3 + escape_slack);
+    out += prefix;
+    out += '{';
+    append_tagged(out, tag, value);
+    out += '}';
+    out += suffix;
+    return out;
+}
+
 } // namespace
 
 std::string_view key_tag(LimitKey key) noexcept
@@ -70,37 +85,17 @@ std::string escape_key_value(std::string_view value)
 
 std::string state_key(std::string_view prefix, LimitKey key, std::string_view value)
 {
-    const std::string_view tag = key_tag(key);
-    std::string out;
-    out.reserve(prefix.size() + tag.size() + value.size() + 3 + escape_slack);
-    out += prefix;
-    out += '{';
-    append_tagged(out, tag, value);
-    out += '}';
-    return out;
+    return hash_tagged_key(prefix, key_tag(key), value, "");
 }
 
 std::string override_key(std::string_view prefix, LimitKey key, std::string_view value)
 {
-    const std::string_view tag = key_tag(key);
-    std::string out;
-    out.reserve(prefix.size() + tag.size() + value.size() + 5 + escape_slack);
-    out += prefix;
-    out += '{';
-    append_tagged(out, tag, value);
-    out += "}:o";
-    return out;
+    return hash_tagged_key(prefix, key_tag(key), value, ":o");
 }
 
 std::string instance_key(std::string_view prefix, std::string_view instance)
 {
-    std::string out;
-    out.reserve(prefix.size() + instance.size() + 4 + escape_slack);
-    out += prefix;
-    out += '{';
-    append_tagged(out, "i", instance);
-    out += '}';
-    return out;
+    return hash_tagged_key(prefix, "i", instance, "");
 }
 
 std::string instance_member(std::string_view limit, LimitKey key, std::string_view value)
