@@ -20,6 +20,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include <boost/container/small_vector.hpp>
+
 #include <relayguard/key_schema.hpp>
 #include <relayguard/redis_store.hpp>
 
@@ -31,6 +33,10 @@ namespace {
 // Shards of the keyspace: enough that 4-8 worker threads rarely meet on one mutex, few enough
 // that a request's handful of keys locks few of them.
 constexpr std::size_t shard_count = 16;
+
+// apply()'s working lists: a request's ops, keys and shards fit in 8 without an allocation.
+template <class T>
+using small_vector = boost::container::small_vector<T, 8>;
 
 // The incremental sweep: hash buckets of one shard's state table and instance table that an
 // apply() looks through for expired entries. Each bucket costs a cache miss or two (the walk
@@ -68,10 +74,12 @@ struct KeyHash {
 };
 
 // One hash field: "t:LIMIT:PERIOD" -> TAT (µs), "n:LIMIT:PERIOD" -> the rate's count it was
-// written with, or "r:LIMIT" -> refused attempts (key_schema.hpp, as in Redis).
+// written with, or "r:LIMIT" -> refused attempts (key_schema.hpp, as in Redis). A field that is
+// not live is absent; it keeps its name for the next write of that field (see StateEntry).
 struct Field {
     std::string name;
     std::int64_t value = 0;
+    bool live = true;
 };
 
 // FieldName - a field's name as its parts, compared with stored names without building the
@@ -122,6 +130,13 @@ private:
 };
 
 // A state hash (key_schema.hpp): a handful of fields, so a vector beats a map.
+//
+// With limits far above a key's traffic (the usual case) a hash outlives its last TAT by a
+// millisecond or so, and the key's next request finds it expired. Such an entry is reset and
+// used again rather than erased and made anew: in Redis terms it is gone all the same (no live
+// field, an expired deadline), but its node, key, field vector and field names are kept, which
+// was a dozen allocations and frees per request. The incremental sweep still erases entries
+// that stay expired.
 struct StateEntry {
     std::vector<Field> fields;
     std::int64_t deadline_us = 0; // expired once now is past it (Redis: key TTL)
@@ -129,16 +144,31 @@ struct StateEntry {
     const Field* find(const FieldName& name) const noexcept
     {
         for (const auto& f : fields)
-            if (name.matches(f.name)) return &f;
+            if (f.live && name.matches(f.name)) return &f;
         return nullptr;
     }
 
+    // get - the field, made live (value 0) if it was absent.
     Field& get(const FieldName& name)
     {
-        for (auto& f : fields)
-            if (name.matches(f.name)) return f;
-        return fields.emplace_back(Field{name.str(), 0});
+        for (auto& f : fields) {
+            if (!name.matches(f.name)) continue;
+            if (!f.live) f = Field{std::move(f.name), 0, true};
+            return f;
+        }
+        return fields.emplace_back(Field{name.str(), 0, true});
     }
+
+    // reset - the entry as a key that does not exist: every field absent, already expired.
+    void reset() noexcept
+    {
+        // Names of fields a changed config no longer writes would pile up: start afresh then.
+        if (fields.size() > reset_keeps_fields) fields.clear();
+        for (auto& f : fields) f.live = false;
+        deadline_us = 0;
+    }
+
+    static constexpr std::size_t reset_keeps_fields = 32;
 };
 
 // An instance set: "LIMIT|TAG:VALUE" members already counted for one SMTP transaction.
@@ -178,7 +208,7 @@ std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std
 {
     if (map.empty()) return 0;
     std::size_t dropped = 0;
-    std::vector<const std::string*> dead;
+    boost::container::small_vector<const std::string*, 8> dead;
     for (std::size_t k = 0; k < budget; ++k) {
         if (*cursor >= map.bucket_count()) *cursor = 0;
         dead.clear();
@@ -187,9 +217,9 @@ std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std
             if (expired(it->second.deadline_us, now)) dead.push_back(&it->first);
         }
         for (const std::string* key : dead) {
-            // Copy first: erase() destroys the string the pointer refers to.
-            const std::string copy = *key;
-            dropped += map.erase(copy);
+            // By iterator: erase(key) would destroy the string it is still comparing with.
+            map.erase(map.find(*key));
+            ++dropped;
         }
         ++*cursor;
     }
@@ -322,10 +352,11 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         StateEntry* entry = nullptr;
         bool existed = false;
     };
-    std::vector<Group> groups;
-    std::vector<std::size_t> group_of(n, none);
-    std::vector<std::string> members(n); // non-empty: counted once per instance
-    std::vector<std::size_t> shard_ids;
+    // A request has a handful of ops on one or two keys: these live on the stack.
+    small_vector<Group> groups;
+    small_vector<std::size_t> group_of(n, none);
+    small_vector<std::string> members(n); // non-empty: counted once per instance
+    small_vector<std::size_t> shard_ids;
     for (std::size_t i = 0; i < n; ++i) {
         if (result.ops[i].effective.kind == RateSpec::Kind::unlimited) continue; // no state touched
         if (ops[i].once_per_instance && !request.instance.empty())
@@ -355,29 +386,29 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
     // cycle. Held until the writes are done: check and consume are one atomic step.
     std::sort(shard_ids.begin(), shard_ids.end());
     shard_ids.erase(std::unique(shard_ids.begin(), shard_ids.end()), shard_ids.end());
-    std::vector<std::unique_lock<std::mutex>> locks;
-    locks.reserve(shard_ids.size());
+    small_vector<std::unique_lock<std::mutex>> locks;
     for (const std::size_t id : shard_ids) locks.emplace_back(s.shards[id]->mutex);
 
-    // Load. An expired entry is gone, as in Redis.
+    // Load. An expired entry is gone, as in Redis: it is reset to an absent key and reused
+    // (StateEntry), existed stays false.
     for (auto& group : groups) {
         const auto it = group.shard->states.find(group.key);
         if (it == group.shard->states.end()) continue;
-        if (expired(it->second.deadline_us, now)) {
-            group.shard->states.erase(it);
-            continue;
-        }
         group.entry = &it->second;
-        group.existed = true;
+        if (expired(it->second.deadline_us, now))
+            it->second.reset();
+        else
+            group.existed = true;
     }
     InstanceEntry* instance = nullptr;
     if (any_once) {
         const auto it = ishard->instances.find(ikey);
         if (it != ishard->instances.end()) {
-            if (expired(it->second.deadline_us, now))
-                ishard->instances.erase(it);
-            else
-                instance = &it->second;
+            instance = &it->second;
+            if (expired(instance->deadline_us, now)) {
+                instance->members.clear(); // an absent set; kept for reuse like a state entry
+                instance->deadline_us = 0;
+            }
         }
     }
 
@@ -389,7 +420,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         std::int64_t tat; // or, is_count, the count of a window's rate
         bool is_count = false;
     };
-    std::vector<Pending> pending;
+    boost::container::small_vector<Pending, 16> pending;
     const auto value_of = [&](std::size_t g, const FieldName& field) -> std::optional<std::int64_t> {
         for (auto it = pending.rbegin(); it != pending.rend(); ++it)
             if (it->group == g && it->field == field) return it->tat;
@@ -407,6 +438,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         const std::size_t mark = pending.size();
         bool refused = false;
         std::int64_t retry = 0;
+        out.windows.reserve(out.effective.rates.size());
         for (const Rate& rate : out.effective.rates) {
             const FieldName field = FieldName::tat(op.limit, rate.period);
             const FieldName count_field = FieldName::count(op.limit, rate.period);
@@ -462,7 +494,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
             return *group.entry;
         };
         if (result.allowed) {
-            std::vector<std::int64_t> last(groups.size(), none_tat);
+            small_vector<std::int64_t> last(groups.size(), none_tat);
             for (const auto& p : pending) {
                 entry_of(groups[p.group]).get(p.field).value = p.tat;
                 if (!p.is_count) last[p.group] = std::max(last[p.group], p.tat);
@@ -490,7 +522,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         } else {
             // Count the refusal; nothing else changes. A hash created by this gets the life of
             // the op's longest window, so an idle blocked key still goes away.
-            std::vector<std::int64_t> new_ttl(groups.size(), 0);
+            small_vector<std::int64_t> new_ttl(groups.size(), 0);
             for (std::size_t i = 0; i < n; ++i) {
                 if (result.ops[i].allowed) continue;
                 Group& group = groups[group_of[i]];

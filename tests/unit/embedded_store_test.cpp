@@ -477,6 +477,63 @@ TEST(EmbeddedStore, ChurnOfNewKeysStaysNearTheLiveOnes)
     EXPECT_GE(most, alive);
 }
 
+// same - two results equal in everything a caller reads.
+void expect_same(const StoreResult& got, const StoreResult& want, const std::string& step)
+{
+    EXPECT_EQ(got.allowed, want.allowed) << step;
+    EXPECT_EQ(got.refused_op, want.refused_op) << step;
+    EXPECT_EQ(got.retry_after_us, want.retry_after_us) << step;
+    ASSERT_EQ(got.ops.size(), want.ops.size()) << step;
+    for (std::size_t i = 0; i < got.ops.size(); ++i) {
+        EXPECT_EQ(got.ops[i].allowed, want.ops[i].allowed) << step << " op " << i;
+        EXPECT_EQ(got.ops[i].already_counted, want.ops[i].already_counted) << step << " op " << i;
+        EXPECT_EQ(remaining(got, i), remaining(want, i)) << step << " op " << i;
+        ASSERT_EQ(got.ops[i].windows.size(), want.ops[i].windows.size()) << step << " op " << i;
+        for (std::size_t w = 0; w < got.ops[i].windows.size(); ++w)
+            EXPECT_EQ(got.ops[i].windows[w].full_in_us, want.ops[i].windows[w].full_in_us) << step << " op " << i;
+    }
+}
+
+TEST(EmbeddedStore, AnExpiredKeyUsedAgainIsANewKey)
+{
+    // An expired state hash or instance set is reset and reused rather than erased (the usual
+    // case under load: limits far above a key's traffic). Whatever it held before must not show:
+    // each step after expiry answers exactly as a store that never saw the key.
+    FakeClock clock;
+    EmbeddedStore store(clock);
+    auto messages = [](RateSpec r) {
+        auto o = op("messages", "alice", std::move(r));
+        o.once_per_instance = true;
+        return o;
+    };
+    const std::vector<StoreRequest> steps = {
+        request({messages(rates({{2, 1s}, {5, 10s}})), op("rcpt", "alice", rates({{3, 1s}}), 3)}, "Q1"),
+        request({messages(rates({{1, 1s}})), op("rcpt", "alice", rates({{3, 1s}}), 4)}, "Q1"), // refused
+        request({messages(rates({{3, 2s}})), op("rcpt", "alice", rates({{9, 2s}}), 2)}, "Q1"),
+        request({op("rcpt", "alice", rates({{0, 1s}}))}),                                       // a block
+        request({messages(rates({{2, 1s}, {5, 10s}})), op("rcpt", "alice", rates({{3, 1s}}))}, "Q1", false),
+        request({messages(rates({{2, 1s}, {5, 10s}})), op("rcpt", "alice", rates({{3, 1s}}))}, "Q1"),
+    };
+    for (std::size_t round = 0; round < 3; ++round) {
+        for (std::size_t k = 0; k < steps.size(); ++k) {
+            FakeClock fresh_clock;
+            fresh_clock.advance(std::chrono::microseconds(clock.now_us() - fresh_clock.now_us()));
+            EmbeddedStore fresh(fresh_clock);
+            const std::string step = fmt::format("round {} step {}", round, k);
+            const StoreResult want = fresh.apply_now(steps[k]);
+            expect_same(store.apply_now(steps[k]), want, step);
+            // Twice within the windows: the second sees the first (the entry is live again).
+            expect_same(store.apply_now(steps[k]), fresh.apply_now(steps[k]), step + " again");
+            // Past every window and the instance set's life: both the state and the set expire.
+            clock.advance(relayguard::default_instance_ttl + 11s);
+        }
+    }
+    EXPECT_LE(store.entries(), 2u) << "one state hash and one instance set, reused";
+    clock.advance(1s);
+    EXPECT_EQ(store.sweep(), store.entries());
+    EXPECT_EQ(store.entries(), 0u);
+}
+
 TEST(EmbeddedStore, ConcurrentRequestsShareOneLimitExactly)
 {
     FakeClock clock; // time stands still: exactly `count` may ever pass
