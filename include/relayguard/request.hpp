@@ -66,23 +66,27 @@ std::string_view protocol_state_name(ProtocolState state) noexcept;
 class Request {
 public:
     const std::string& operator[](Attr attr) const noexcept { return values_[index(attr)]; }
-    void set(Attr attr, std::string_view value) { values_[index(attr)].assign(value); }
+    void set(Attr attr, std::string_view value)
+    {
+        values_[index(attr)].assign(value);
+        if (attr == Attr::protocol_state) state_ = parse_protocol_state(value);
+    }
 
     // clear - forget every value, keeping capacity (a parser reuses one Request).
     void clear() noexcept
     {
         for (auto& v : values_) v.clear();
+        state_ = ProtocolState::unknown;
     }
 
-    ProtocolState protocol_state() const noexcept
-    {
-        return parse_protocol_state((*this)[Attr::protocol_state]);
-    }
+    // protocol_state - parsed once, when set (every check and the metrics ask for it).
+    ProtocolState protocol_state() const noexcept { return state_; }
     bool authenticated() const noexcept { return !(*this)[Attr::sasl_username].empty(); }
 
 private:
     static constexpr std::size_t index(Attr a) noexcept { return static_cast<std::size_t>(a); }
     std::array<std::string, attr_count> values_;
+    ProtocolState state_ = ProtocolState::unknown; // of values_[protocol_state]
 };
 
 } // namespace relayguard
