@@ -22,6 +22,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -257,6 +258,9 @@ awaitable<void> Session<Socket>::run()
         boost::system::error_code ec;
         socket_.set_option(asio::ip::tcp::no_delay(true), ec);
     }
+    // Non-blocking for serve()'s direct write_some (asynchronous operations do not mind).
+    boost::system::error_code nb_error;
+    socket_.non_blocking(true, nb_error);
     spdlog::debug("connection from {}", peer_);
     set_deadline(Phase::idle, worker_.snapshot().config.server.idle_timeout);
 
@@ -308,10 +312,25 @@ awaitable<void> Session<Socket>::serve()
         if (!out_.empty()) {
             // Several requests read at once (a client that did not wait for each reply) are
             // answered in order, in one write.
-            set_deadline(Phase::write, worker_.snapshot().config.server.request_timeout);
-            write_pending_ = true;
-            auto [write_error, written] = co_await asio::async_write(socket_, asio::buffer(out_), asio::as_tuple(use_awaitable));
-            write_pending_ = false;
+            // The client is waiting for these replies, so the socket buffer almost always has
+            // room: write them now, without an asynchronous operation (its op, queueing and
+            // resumption cost more than the send itself); only what does not fit waits.
+            boost::system::error_code write_error;
+            phase_ = Phase::write; // the next read's deadline starts from this answer
+            const std::size_t sent = socket_.write_some(asio::buffer(out_), write_error);
+            if (write_error == asio::error::would_block || write_error == asio::error::try_again) write_error.clear();
+            if (!write_error && sent < out_.size()) {
+                set_deadline(Phase::write, worker_.snapshot().config.server.request_timeout);
+                write_pending_ = true;
+                std::tie(write_error, std::ignore) = co_await asio::async_write(
+                    socket_, asio::buffer(out_.data() + sent, out_.size() - sent), asio::as_tuple(use_awaitable));
+                write_pending_ = false;
+            } else if (!write_error) {
+                // Let the other connections' ready work run before this one reads again: by
+                // then the client has usually sent its next request, and the read finds it
+                // instead of costing a failed recv and a trip through epoll.
+                co_await asio::post(socket_.get_executor(), use_awaitable);
+            }
             if (write_error) {
                 if (!closed_) spdlog::info("closing connection from {}: write failed: {}", peer_, write_error.message());
                 co_return;

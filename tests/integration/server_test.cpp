@@ -546,6 +546,22 @@ TEST(Server, ClosesIdleConnectionAfterIdleTimeoutWithoutReply)
     }
 }
 
+TEST(Server, EveryAnswerRestartsTheIdleTime)
+{
+    // A client asking every 250 ms stays connected far beyond idle_timeout (400 ms): the idle
+    // time counts from each answer, also when the reply is written at once without waiting.
+    auto config = test_config({inet_endpoint("127.0.0.1")});
+    config.server.idle_timeout = 400ms;
+    config.server.request_timeout = 100ms;
+    auto server = start_server(config);
+    auto client = Client::tcp("127.0.0.1", port_of(server->endpoints().at(0)));
+    for (int i = 0; i < 6; ++i) {
+        client.send(local_request);
+        EXPECT_EQ(client.read_replies(1).data, wire(action_dunno)) << "request " << i;
+        EXPECT_FALSE(client.readable_within(250ms)) << "closed after request " << i;
+    }
+}
+
 TEST(Server, QuietConnectionGivesBufferBackAndIsStillServedOnTime)
 {
     // After a second between requests a connection drops its read buffer (its pending read is
