@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // redis.hpp - a pipelined Redis client on Boost.Asio: TCP, UNIX socket or TLS.
 //
-// Asio owns the socket (and TLS through asio::ssl / OpenSSL); hiredis is only the RESP codec
-// (redisFormatCommandArgv to encode, redisReader to decode) and never appears in this header.
+// Asio owns the socket (and TLS through asio::ssl / OpenSSL); hiredis is only the RESP reader
+// (redisReader; commands are encoded by our own writer) and never appears in this header.
 // One Client per worker thread: every member must be called on the thread running the
 // io_context of the executor it was made with (no locks; share nothing). Many coroutines may
 // have commands in flight at once: they are written back to back on one connection and their

@@ -289,9 +289,12 @@ public:
     std::string take() { return std::move(out_); }
 
 private:
+    // big_endian - the `bytes` low bytes of v after the type byte just pushed, in one append.
     void big_endian(std::uint64_t v, int bytes)
     {
-        for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) out_.push_back(static_cast<char>((v >> shift) & 0xff));
+        char b[8];
+        for (int i = 0; i < bytes; ++i) b[i] = static_cast<char>((v >> (8 * (bytes - 1 - i))) & 0xff);
+        out_.append(b, static_cast<std::size_t>(bytes));
     }
 
     std::string out_;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// resp_codec.cpp - hiredis 0.14 as a codec: its formatter, and its reader building our Reply.
+// resp_codec.cpp - RESP codec: commands encoded here, replies read by hiredis 0.14's reader.
 //
 // The reader is given our own redisReplyObjectFunctions, which build relayguard::redis::Reply
 // values in place (children inside their parent's vector) instead of redisReply trees that
@@ -8,10 +8,10 @@
 #include "redis/resp_codec.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cassert>
+#include <charconv>
+#include <cstring>
 #include <new>
-#include <vector>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
@@ -25,8 +25,8 @@ namespace {
 // server announcing a huge array costs memory only for what it actually sends.
 constexpr std::size_t max_array_reserve = 1024;
 
-// Arguments formatted without a heap-allocated pointer table (EVALSHA sha n k1 k2 k3 a1...).
-constexpr std::size_t inline_args = 16;
+// Digits of the longest length or count append_command writes (a size_t).
+constexpr std::size_t max_length_digits = 20;
 
 // Framing bytes allowed beyond max_bytes in a reply still arriving ("$<len>\r\n" and "\r\n"),
 // so that a payload exactly at the limit is accepted whole.
@@ -118,38 +118,34 @@ redisReplyObjectFunctions reply_functions = {
     create_string, create_array, create_integer, create_nil, free_object,
 };
 
-struct CommandFree {
-    void operator()(char* cmd) const noexcept { redisFreeCommand(cmd); }
-};
-
 } // namespace
 
 void append_command(std::string& out, std::span<const std::string_view> args)
 {
     assert(!args.empty());
-    std::array<const char*, inline_args> argv_inline;
-    std::array<std::size_t, inline_args> lens_inline;
-    std::vector<const char*> argv_heap;
-    std::vector<std::size_t> lens_heap;
-    const char** argv = argv_inline.data();
-    std::size_t* lens = lens_inline.data();
-    if (args.size() > inline_args) {
-        argv_heap.resize(args.size());
-        lens_heap.resize(args.size());
-        argv = argv_heap.data();
-        lens = lens_heap.data();
+    // Written here rather than by redisFormatCommandArgv: that one sprintf()s every length into
+    // a malloc'd command we then copy (13 % of the daemon's instructions on the Redis path).
+    // The bytes are the same (redis_client_test compares the two).
+    std::size_t size = 1 + max_length_digits + 2;
+    for (const auto arg : args) size += 1 + max_length_digits + 2 + arg.size() + 2;
+    const std::size_t start = out.size();
+    out.resize(start + size);
+    char* p = out.data() + start;
+    const auto header = [&p](char kind, std::size_t n) {
+        *p++ = kind;
+        p = std::to_chars(p, p + max_length_digits, n).ptr;
+        *p++ = '\r';
+        *p++ = '\n';
+    };
+    header('*', args.size());
+    for (const auto arg : args) {
+        header('$', arg.size());
+        if (!arg.empty()) std::memcpy(p, arg.data(), arg.size());
+        p += arg.size();
+        *p++ = '\r';
+        *p++ = '\n';
     }
-    for (std::size_t i = 0; i < args.size(); ++i) {
-        // An empty string_view may carry a null pointer; hiredis would memcpy from it.
-        argv[i] = args[i].empty() ? "" : args[i].data();
-        lens[i] = args[i].size();
-    }
-    char* raw = nullptr;
-    const int len = redisFormatCommandArgv(&raw, static_cast<int>(args.size()), argv, lens);
-    std::unique_ptr<char, CommandFree> cmd(raw);
-    // Its only failure is an allocation failure.
-    if (len < 0 || cmd == nullptr) throw std::bad_alloc();
-    out.append(cmd.get(), static_cast<std::size_t>(len));
+    out.resize(static_cast<std::size_t>(p - out.data()));
 }
 
 void ReplyReader::ReaderFree::operator()(redisReader* r) const noexcept { redisReaderFree(r); }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// resp_codec.hpp - RESP encoding and decoding on hiredis 0.14 (redisFormatCommandArgv, redisReader).
+// resp_codec.hpp - RESP encoding (our own) and decoding (hiredis 0.14's redisReader).
 //
 // No I/O: the client feeds bytes in and takes Reply values out. Not thread-safe (one per
 // connection). SECURITY: replies are untrusted and bounded: elements per reply, bytes per reply

@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -304,6 +305,36 @@ TEST(RespCodec, EncodesCommandsBinarySafe)
     relayguard::redis::detail::append_command(out, args);
     const std::string want("*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\na\r\nb\0c\r\n$0\r\n\r\n", 38);
     EXPECT_EQ(out, want) << "got=" << out.size() << " bytes want=" << want.size();
+}
+
+TEST(RespCodec, EncodesExactlyAsHiredisFormatCommandArgv)
+{
+    // append_command is our own writer; hiredis' formatter is the reference it replaced.
+    const std::string binary("\0\r\n$*", 5);
+    const std::string long_arg(100'000, 'x');
+    const std::vector<std::vector<std::string_view>> commands = {
+        {"PING"},
+        {"GET", ""},
+        {"SET", "k", binary},
+        {"EVALSHA", "0123456789abcdef0123456789abcdef01234567", "3", "a{b}", "c", "d", long_arg},
+        std::vector<std::string_view>(1000, "SADD"),
+    };
+    for (const auto& args : commands) {
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lens;
+        for (const auto a : args) {
+            argv.push_back(a.data());
+            lens.push_back(a.size());
+        }
+        char* raw = nullptr;
+        const int len = redisFormatCommandArgv(&raw, static_cast<int>(args.size()), argv.data(), lens.data());
+        ASSERT_GT(len, 0);
+        const std::string want(raw, static_cast<std::size_t>(len));
+        redisFreeCommand(raw);
+        std::string got = "prefix";
+        relayguard::redis::detail::append_command(got, args);
+        EXPECT_EQ(got, "prefix" + want) << args.size() << " arguments, first " << args[0];
+    }
 }
 
 struct DecodeCase {
