@@ -107,6 +107,8 @@ private:
     std::size_t scan_ = 0;      // where to look for the next "\n" (offset from pos_)
     std::size_t line_ = 0;      // start of the current line (offset from pos_)
     std::size_t lines_ = 0;     // attribute lines of the current request so far
+    std::size_t checked_ = 0;   // bytes from pos_ on already searched for NUL
+    std::size_t nul_;           // offset from pos_ of the first NUL found there, or none
     std::uint32_t seen_ = 0;    // bit i set: the current request has a line for Attr i
     std::array<Span, attr_count> values_{}; // the last line of each attribute seen
     std::size_t error_at_ = 0;  // start of the offending line in buf_

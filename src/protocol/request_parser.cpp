@@ -72,7 +72,7 @@ std::error_code make_error_code(ParseError e) noexcept
     return {static_cast<int>(e), parse_error_category()};
 }
 
-RequestParser::RequestParser(ParserLimits limits) : limits_(limits) {}
+RequestParser::RequestParser(ParserLimits limits) : limits_(limits), nul_(no_error) {}
 
 // prepare - make room for n more bytes after end_.
 std::span<char> RequestParser::prepare(std::size_t n)
@@ -118,6 +118,18 @@ void RequestParser::feed(std::string_view bytes)
 RequestParser::Status RequestParser::next(Request& out)
 {
     if (error_) return Status::error;
+    // SMTPD_POLICY_README: attribute values never contain NUL. Every newly received byte is
+    // searched once here, rather than line by line below; a NUL found is an error once the
+    // scan reaches it (so that an earlier error on the way is still reported first).
+    if (nul_ == no_error && pos_ + checked_ < end_) {
+        if (const void* nul = std::memchr(buf_.data() + pos_ + checked_, '\0', end_ - pos_ - checked_))
+            nul_ = static_cast<std::size_t>(static_cast<const char*>(nul) - buf_.data()) - pos_;
+        checked_ = end_ - pos_;
+    }
+    // When everything buffered is shorter than both length limits, no line of it can break
+    // them: the usual case (a whole request in one read) skips their arithmetic.
+    const bool within_limits =
+        end_ - pos_ <= limits_.max_line_bytes && end_ - pos_ <= limits_.max_request_bytes;
     for (;;) {
         const char* const data = buf_.data();
         const std::size_t line = pos_ + line_;
@@ -125,9 +137,10 @@ RequestParser::Status RequestParser::next(Request& out)
 
         // Look for "\n" no further than where a limit is certainly broken, so a huge read
         // without a newline costs one line's worth of scanning, not the whole read.
-        const std::size_t horizon = std::max(
-            from, std::min({end_, add(line, add(limits_.max_line_bytes, 2)),
-                            add(pos_, add(limits_.max_request_bytes, 1))}));
+        const std::size_t horizon =
+            within_limits ? end_
+                          : std::max(from, std::min({end_, add(line, add(limits_.max_line_bytes, 2)),
+                                                     add(pos_, add(limits_.max_request_bytes, 1))}));
         const auto* nl = static_cast<const char*>(std::memchr(data + from, '\n', horizon - from));
         const std::size_t stop = nl ? static_cast<std::size_t>(nl - data) : horizon;
 
@@ -136,25 +149,26 @@ RequestParser::Status RequestParser::next(Request& out)
         // was split into reads.
         std::size_t err_at = no_error;
         ParseError err{};
-        if (const void* nul = std::memchr(data + from, '\0', stop - from)) {
-            // SMTPD_POLICY_README: attribute values never contain NUL.
-            err_at = static_cast<std::size_t>(static_cast<const char*>(nul) - data);
+        if (nul_ != no_error && pos_ + nul_ < stop) {
+            err_at = pos_ + nul_;
             err = ParseError::nul_byte;
         }
-        // Byte `over` of the line exceeds max_line_bytes, unless it is the "\r" of a "\r\n".
-        const std::size_t over = add(line, limits_.max_line_bytes);
-        if (over < stop) {
-            const std::size_t at = data[over] == '\r' ? over + 1 : over;
-            if (at < stop && at < err_at) {
-                err_at = at;
-                err = ParseError::line_too_long;
+        if (!within_limits) {
+            // Byte `over` of the line exceeds max_line_bytes, unless it is the "\r" of a "\r\n".
+            const std::size_t over = add(line, limits_.max_line_bytes);
+            if (over < stop) {
+                const std::size_t at = data[over] == '\r' ? over + 1 : over;
+                if (at < stop && at < err_at) {
+                    err_at = at;
+                    err = ParseError::line_too_long;
+                }
             }
-        }
-        // Byte `too_far` (the newline included) is one past max_request_bytes of this request.
-        const std::size_t too_far = add(pos_, limits_.max_request_bytes);
-        if ((too_far < stop || (too_far == stop && nl)) && too_far < err_at) {
-            err_at = too_far;
-            err = ParseError::request_too_large;
+            // Byte `too_far` (the newline included) is one past max_request_bytes of this request.
+            const std::size_t too_far = add(pos_, limits_.max_request_bytes);
+            if ((too_far < stop || (too_far == stop && nl)) && too_far < err_at) {
+                err_at = too_far;
+                err = ParseError::request_too_large;
+            }
         }
         if (err_at != no_error) return fail(err, line, err_at + 1);
 
@@ -204,6 +218,10 @@ RequestParser::Status RequestParser::finish_request(Request& out, std::size_t ne
         if (seen_ & bit(attr)) out.set(attr, {data + pos_ + values_[i].offset, values_[i].size});
     }
 
+    // Offsets from pos_ move with it; a NUL found lies beyond this request.
+    const std::size_t consumed = next_pos - pos_;
+    checked_ = checked_ > consumed ? checked_ - consumed : 0;
+    if (nul_ != no_error) nul_ -= consumed;
     pos_ = next_pos;
     scan_ = line_ = lines_ = 0;
     seen_ = 0;
@@ -233,7 +251,8 @@ bool RequestParser::idle() const noexcept { return !error_ && pos_ == end_; }
 void RequestParser::release() noexcept
 {
     if (!idle()) return;
-    pos_ = end_ = scan_ = line_ = 0;
+    pos_ = end_ = scan_ = line_ = checked_ = 0;
+    nul_ = no_error;
     std::string().swap(buf_);
 }
 

@@ -623,6 +623,11 @@ std::vector<ErrorCase> error_cases()
         {"overlong line before a nul", head + std::string(100, 'x') + '\0', line_limit(40), 0,
          ParseError::line_too_long, "xxx"},
         {"nul in a bad line", head + "bad\0\n"s, {}, 0, ParseError::nul_byte, "bad\0"sv},
+        // A NUL read together with good requests before it: those are answered first.
+        {"nul in the second request", m + head + "sender=a\0b\n\n"s, {}, 1, ParseError::nul_byte, "sender=a\0"sv},
+        {"nul in the third request", m + m + "sender=\0\n"s + m, {}, 2, ParseError::nul_byte, "sender=\0"sv},
+        {"nul after a line too long", m + head + std::string(50, 'x') + "\0\n"s, line_limit(40), 1,
+         ParseError::line_too_long, "xxx"},
         // request type
         {"no request attribute", "sender=a\n\n", {}, 0, ParseError::missing_request_type, "sender=a"},
         {"lone empty line", "\n", {}, 0, ParseError::missing_request_type, "\n"},
