@@ -101,11 +101,19 @@ e2e_listening() {
         /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# e2e_free_port - a TCP port nobody listens on (random, so parallel runs rarely collide).
+# e2e_free_port - a TCP port nobody listens on (random, so parallel runs rarely collide), below
+# the kernel's ephemeral range: an outgoing connection made between choosing the port and
+# binding it (Postfix, Redis, a probe) cannot take it then ("bind: Address already in use").
 e2e_free_port() {
-    local p i
+    local p i low=32768 high=60999 base=10000 span
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$((low - base))
+    if ((span < 1000)); then # an unusual range: above it, or anywhere as a last resort
+        base=$((high + 1)) span=$((65535 - high))
+        ((span >= 1000)) || base=20000 span=30000
+    fi
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((base + RANDOM % span))
         if ! e2e_listening "$p" && [[ " ${e2e_taken_ports:-} " != *" $p "* ]]; then
             e2e_taken_ports="${e2e_taken_ports:-} $p"
             echo "$p"
