@@ -153,7 +153,10 @@ struct StateEntry {
     {
         for (auto& f : fields) {
             if (!name.matches(f.name)) continue;
-            if (!f.live) f = Field{std::move(f.name), 0, true};
+            if (!f.live) {
+                f.value = 0;
+                f.live = true;
+            }
             return f;
         }
         return fields.emplace_back(Field{name.str(), 0, true});
@@ -179,6 +182,13 @@ struct InstanceEntry {
     bool contains(std::string_view member) const noexcept
     {
         return std::find(members.begin(), members.end(), member) != members.end();
+    }
+
+    // reset - the set as a key that does not exist (reused like a StateEntry).
+    void reset() noexcept
+    {
+        members.clear();
+        deadline_us = 0;
     }
 };
 
@@ -208,7 +218,7 @@ std::size_t sweep_buckets(Map& map, std::size_t* cursor, std::size_t budget, std
 {
     if (map.empty()) return 0;
     std::size_t dropped = 0;
-    boost::container::small_vector<const std::string*, 8> dead;
+    small_vector<const std::string*> dead;
     for (std::size_t k = 0; k < budget; ++k) {
         if (*cursor >= map.bucket_count()) *cursor = 0;
         dead.clear();
@@ -405,10 +415,7 @@ StoreResult EmbeddedStore::apply_now(const StoreRequest& request)
         const auto it = ishard->instances.find(ikey);
         if (it != ishard->instances.end()) {
             instance = &it->second;
-            if (expired(instance->deadline_us, now)) {
-                instance->members.clear(); // an absent set; kept for reuse like a state entry
-                instance->deadline_us = 0;
-            }
+            if (expired(instance->deadline_us, now)) instance->reset();
         }
     }
 

@@ -258,9 +258,14 @@ awaitable<void> Session<Socket>::run()
         boost::system::error_code ec;
         socket_.set_option(asio::ip::tcp::no_delay(true), ec);
     }
-    // Non-blocking for serve()'s direct write_some (asynchronous operations do not mind).
+    // Non-blocking for serve()'s direct write_some (asynchronous operations do not mind); a
+    // socket that cannot be made so could block the worker in that write: not served.
     boost::system::error_code nb_error;
     socket_.non_blocking(true, nb_error);
+    if (nb_error) {
+        spdlog::warn("closing connection from {}: cannot make the socket non-blocking: {}", peer_, nb_error.message());
+        co_return;
+    }
     spdlog::debug("connection from {}", peer_);
     set_deadline(Phase::idle, worker_.snapshot().config.server.idle_timeout);
 
@@ -315,12 +320,11 @@ awaitable<void> Session<Socket>::serve()
             // The client is waiting for these replies, so the socket buffer almost always has
             // room: write them now, without an asynchronous operation (its op, queueing and
             // resumption cost more than the send itself); only what does not fit waits.
+            set_deadline(Phase::write, worker_.snapshot().config.server.request_timeout);
             boost::system::error_code write_error;
-            phase_ = Phase::write; // the next read's deadline starts from this answer
             const std::size_t sent = socket_.write_some(asio::buffer(out_), write_error);
             if (write_error == asio::error::would_block || write_error == asio::error::try_again) write_error.clear();
             if (!write_error && sent < out_.size()) {
-                set_deadline(Phase::write, worker_.snapshot().config.server.request_timeout);
                 write_pending_ = true;
                 std::tie(write_error, std::ignore) = co_await asio::async_write(
                     socket_, asio::buffer(out_.data() + sent, out_.size() - sent), asio::as_tuple(use_awaitable));
